@@ -1,0 +1,5 @@
+"""Builds the aioc package."""
+
+from setuptools import setup
+
+setup()
