@@ -26,6 +26,13 @@ from typing import Any, Callable, Generator
 from .events import *  # noqa: F401,F403  (the implementation's full public namespace)
 from .events import Cancelled, ClosedResourceError, InvalidStateError, ResourceBusy
 
+__all__ = [
+    "EventLoop", "Task", "run",
+    "Event", "ReadEvent", "WriteEvent", "SendAll", "sendall", "AcceptEvent", "ConnectEvent",
+    "Sleep", "Spawn", "Join", "Timeout", "timeout_after",
+    "Cancelled", "ResourceBusy", "ClosedResourceError", "InvalidStateError", "DEFAULT_READ_SIZE",
+]
+
 logger = logging.getLogger("aioc")
 
 ExceptionHandler = Callable[["EventLoop", dict], None]
@@ -521,7 +528,7 @@ class EventLoop:
             timeout = MAX_POLL_TIMEOUT
         # A zero-timeout poll is pointless when no task waits on I/O.
         if timeout or self._read_waiting or self._write_waiting:
-            self._dispatch_io(self._poller.poll(timeout))
+            self._dispatch_io(self._poller.poll(timeout), timeout > 0)
         if self._threadsafe:
             self._adopt_threadsafe()
         if self._timers:
@@ -653,7 +660,14 @@ class EventLoop:
         elif kind == _JOIN:
             key._joiners = [joiner for joiner in key._joiners if joiner[1] is not task]
 
-    def _dispatch_io(self, events: list[tuple[int, int]]) -> None:
+    def _dispatch_io(self, events: list[tuple[int, int]], may_block: bool) -> None:
+        """Wake the waiters of ready fds; unregister unwaited fds if ``may_block``.
+
+        While tasks are ready, an fd with no waiter usually belongs to a task
+        that is about to wait on it again (a server that has just replied),
+        so its registration is kept: level-triggered, it reports again.  Only
+        a poll that could block drops it, so that it cannot spin the loop.
+        """
         # Waiters are looked up here, not before the batch: an earlier handler
         # in the same batch may have removed them.
         for fd, mask in events:
@@ -675,7 +689,7 @@ class EventLoop:
                     self._wake_io(fd, *waiter)
             if mask & _FAULT and fd not in self._read_waiting and fd not in self._write_waiting:
                 idle = _IN | _OUT  # hang-ups are reported unasked: unregister entirely
-            if idle:
+            if idle and may_block:
                 self._poller.unwatch(fd, idle)
 
     def _wake_io(self, fd: int, event: Any, task: Task) -> None:

@@ -352,7 +352,14 @@ def timeout_after(seconds: float, coro: Any) -> Generator[Any, Any, Any]:
         try:
             # A non-event goes out as it is, so the loop's TypeError lands in coro.
             if hasattr(event, "_yield"):
-                event = Timeout(event, deadline - time.monotonic())
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    # The time ran out while coro never blocked (its events
+                    # completed at once): a Timeout would not fire, so the
+                    # bound is enforced here, at the pending yield.
+                    error = TimeoutError()
+                    continue
+                event = Timeout(event, left)
             value = yield event
         except GeneratorExit:
             coro.close()
