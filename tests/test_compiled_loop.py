@@ -1,0 +1,148 @@
+"""Machinery of the compiled loop that the shared suite does not reach."""
+
+from __future__ import annotations
+
+import gc
+import os
+import socket
+
+import pytest
+
+import aioc
+from aioc import _env, _loop_py
+
+try:
+    from aioc import _loop_c
+except ImportError:
+    if _env.require_extensions():
+        raise
+    pytest.skip("the compiled loop is not built", allow_module_level=True)
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.parametrize("backend", ["epoll", "select"])
+def test_closing_a_loop_releases_its_descriptors(backend: str) -> None:
+    before = _open_fds()
+    for _ in range(50):
+        loop = _loop_c.EventLoop(backend=backend)
+        loop.run_until_complete(_sleep_once())
+        loop.close()
+    del loop
+    gc.collect()
+    assert _open_fds() == before
+
+
+def _sleep_once():
+    yield _loop_c.Sleep(0.001)
+
+
+def test_ready_queue_takes_only_task_value_pairs() -> None:
+    with _loop_c.EventLoop() as loop:
+        with pytest.raises(TypeError):
+            loop._ready.append(("not a task", 1))
+        with pytest.raises(ValueError):
+            loop._ready.append((1, 2, 3))
+        assert len(loop._ready) == 0
+
+
+def test_socket_fast_path_reads_the_same_fd_as_fileno() -> None:
+    # The compiled loop reads a socket's fd from the object itself; the
+    # import-time check must have found the layout it expects.
+    assert _loop_c._socket_layout_ok()
+    a, b = socket.socketpair()
+    b.sendall(b"x")
+
+    def read():
+        return (yield _loop_c.ReadEvent(a))
+
+    assert _loop_c.run(read()) == b"x"
+    a.close()
+    b.close()
+
+    def read_closed():
+        yield _loop_c.ReadEvent(a)
+
+    with pytest.raises((OSError, ValueError)):
+        _loop_c.run(read_closed())
+
+
+def test_subclassed_builtin_event_goes_through_its_python_methods() -> None:
+    calls = []
+
+    class LoggedRead(_loop_c.ReadEvent):
+        def _resume(self, loop, task):
+            calls.append("resume")
+            super()._resume(loop, task)
+
+    a, b = socket.socketpair()
+    b.sendall(b"data")
+
+    def main():
+        return (yield LoggedRead(a, 10))
+
+    assert _loop_c.run(main()) == b"data"
+    assert calls == ["resume"]
+    a.close()
+    b.close()
+
+
+@pytest.mark.parametrize("event", ["ReadEvent", "SendAll", "Sleep", "WriteEvent", "AcceptEvent", "Join"])
+def test_compiled_events_are_aioc_events(event: str) -> None:
+    assert issubclass(getattr(_loop_c, event), aioc.Event)
+
+
+def test_events_cross_between_implementations() -> None:
+    """Each loop runs the other's built-in events through their Python methods."""
+    for loop_module, event_module in ((_loop_py, _loop_c), (_loop_c, _loop_py)):
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        b.setblocking(False)
+
+        def main():
+            yield event_module.Sleep(0.001)
+            sent = yield from event_module.sendall(b, b"ping")
+            data = yield event_module.ReadEvent(a)
+            child = yield event_module.Spawn(_value(7))
+            return sent, data, (yield event_module.Join(child))
+
+        assert loop_module.run(main()) == (4, b"ping", 7)
+        a.close()
+        b.close()
+
+
+def _value(value):
+    yield _loop_c.Sleep(0)
+    return value
+
+
+def test_ready_queue_grows_past_its_initial_capacity() -> None:
+    def quick(i):
+        yield _loop_c.Sleep(0)
+        return i
+
+    with _loop_c.EventLoop() as loop:
+        tasks = [loop.call_soon(quick(i)) for i in range(5000)]
+        assert len(loop._ready) == 5000
+        loop.run_forever()
+        assert [t.result() for t in tasks] == list(range(5000))
+
+
+def test_fd_table_grows_with_the_highest_descriptor() -> None:
+    a, b = socket.socketpair()
+    high = os.dup2(a.fileno(), 900)
+    sock = socket.socket(fileno=high)
+    sock.setblocking(False)
+    b.sendall(b"far")
+
+    def main():
+        return (yield _loop_c.ReadEvent(sock))
+
+    try:
+        assert _loop_c.run(main()) == b"far"
+    finally:
+        sock.close()
+        a.close()
+        b.close()
