@@ -481,6 +481,54 @@ def _assert_wakes_from_another_thread(aio, loop, runner):
     assert t.cancelled()
 
 
+class WaitWritable:
+    """Resume once ``sock`` is writable (``loop._write_wait``), sending nothing."""
+
+    def __init__(self, sock):
+        self.sock = sock
+
+    def _yield(self, loop, task):
+        loop._write_wait(self.sock.fileno(), self, task)
+
+    def _resume(self, loop, task):
+        loop._ready.append((task, None))
+
+
+def test_idle_registrations_do_not_burden_a_busy_loop(aio, loop, runner, socketpair):
+    """Writable sockets nobody waits on must not be dispatched on every pass.
+
+    Each socket below was waited on once (epoll keeps the registration
+    lazily) and stays writable.  While a task spins on Sleep(0) and another
+    waits for I/O, every pass polls; the idle fds must be dropped after at
+    most a pass or two instead of costing work on each of thousands of passes.
+    """
+    pairs = [socketpair() for _ in range(400)]  # fds stay below select's limit
+
+    def touch(sock):
+        yield WaitWritable(sock)
+
+    for a, _ in pairs:
+        loop.call_soon(touch(a))
+    runner.forever()
+    waiter_sock, waiter_peer = socketpair()
+
+    def reader():  # keeps the loop polling on every pass
+        return (yield aio.ReadEvent(waiter_sock))
+
+    def spinner():
+        for _ in range(5000):
+            yield aio.Sleep(0)
+        waiter_peer.send(b"done")
+
+    r = loop.call_soon(reader())
+    loop.call_soon(spinner())
+    cpu = time.process_time()
+    runner.forever()
+    cpu = time.process_time() - cpu
+    assert r.result() == b"done"
+    assert cpu < 0.25  # ~0.03 s when idle fds are dropped; ~0.5 s or more when not
+
+
 # -- accept failures --------------------------------------------------------------------------------
 
 

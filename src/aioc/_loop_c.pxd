@@ -36,6 +36,7 @@ cdef struct FdSlot:
     PyObject *owner            # owned weakref to the socket epoll registered, or NULL
     uint32_t registered        # the mask epoll holds for this fd, 0 if none
     int spurious               # wake-ups in a row that found nothing to do
+    unsigned long long kept_at # the poll that last kept this unwaited registration
 
 
 cdef class ReadyQueue:
@@ -79,6 +80,7 @@ cdef class EventLoop:
     cdef FdSlot *fds
     cdef int nfds                  # capacity of fds
     cdef Py_ssize_t io_waiters     # readers plus writers registered
+    cdef unsigned long long polls  # completed epoll waits, counted from 1
     cdef TimerEntry **timers       # binary heap on (deadline, seq)
     cdef Py_ssize_t ntimers
     cdef Py_ssize_t timer_capacity
@@ -87,7 +89,7 @@ cdef class EventLoop:
     cdef Task live_head
     cdef Task live_tail
     cdef Py_ssize_t live_count
-    cdef Task current
+    cdef PyObject *current         # the task being stepped (borrowed)
     cdef bint running
     cdef bint stopping
     cdef bint closed
@@ -104,9 +106,13 @@ cdef class EventLoop:
     cdef Task new_task(self, object coro)
     cdef int run_once(self) except -1
     cdef int step(self, Task task, object value) except -1
-    cdef int throw_into(self, Task task, PyObject **result) except -1
+    cdef int step_raised(self, Task task) except -1
     cdef int yield_event(self, object event, Task task) except -1
+    cdef int yield_guarded(self, object event, Task task) except -1
+    cdef bint rewait_read(self, ReadEvent event, Task task) except -1
     cdef int resume_event(self, object event, Task task) except -1
+    cdef int resume_guarded(self, object event, Task task) except -1
+    cdef int recv_for(self, ReadEvent event, Task task) except -1
     cdef int schedule_throw(self, Task task, object exc) except -1
     cdef int finish(self, Task task, object value, object error) except -1
     cdef int cancel_task(self, Task task) except -1
@@ -116,8 +122,7 @@ cdef class EventLoop:
     cdef int wait_timer(self, double deadline, object event, Task task) except -1
     cdef int wait_join(self, object target, object event, Task task) except -1
     cdef int arm_deadline(self, Task task, double deadline) except -1
-    cdef int send_all(self, object event, Task task) except -1
-    cdef object recv_data(self, ReadEvent event)
+    cdef int send_all(self, SendAll event, Task task) except -1
     # polling
     cdef int ensure_fd(self, int fd) except -1
     cdef int watch(self, int fd, uint32_t mask, object owner) except -1

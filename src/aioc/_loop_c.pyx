@@ -148,14 +148,30 @@ cdef extern from *:
 
     #define aioc_event_suspended(o) (((aioc_event_head *)(o))->suspended)
 
-    /* PyIter_Send, folded into one int: 0 yielded, 1 returned, -1 raised. */
+    /* Stepping a coroutine: 0 it yielded, 1 it returned, -1 it raised (the
+       exception stays set).  Return values come without a StopIteration. */
     static int aioc_send(PyObject *coro, PyObject *arg, PyObject **result) {
         PySendResult status = PyIter_Send(coro, arg, result);
         if (status == PYGEN_ERROR) return -1;
         return status == PYGEN_RETURN;
     }
+
+    static int aioc_throw(PyObject *coro, PyObject *exc, PyObject **result) {
+        static PyObject *name = NULL;
+        if (name == NULL && (name = PyUnicode_InternFromString("throw")) == NULL) return -1;
+        *result = PyObject_CallMethodOneArg(coro, name, exc);
+        if (*result != NULL) return 0;
+        if (PyErr_ExceptionMatches(PyExc_StopIteration) && _PyGen_FetchStopIterationValue(result) == 0)
+            return 1;
+        return -1;
+    }
+
+    /* Hands Cython an exception that is already set, so that a try block catches it. */
+    static int aioc_reraise(void) { return -1; }
     """
-    int aioc_send(object coro, object arg, PyObject **result) except -1
+    int aioc_send(object coro, object arg, PyObject **result)
+    int aioc_throw(object coro, object exc, PyObject **result)
+    int aioc_reraise() except -1
     int aioc_socket_fd(object sock)
     void aioc_make_awaitable(object type)
     int aioc_event_suspended(object event)
@@ -191,9 +207,13 @@ cdef inline double monotonic() noexcept nogil:
     return <double>ts.tv_sec + <double>ts.tv_nsec * 1e-9
 
 
-cdef int raise_errno(int code) except -1:
+cdef object os_error(int code):
     # OSError() picks the subclass (ConnectionResetError, ...) from the code.
-    raise OSError(code, os.strerror(code))
+    return OSError(code, os.strerror(code))
+
+
+cdef int raise_errno(int code) except -1:
+    raise os_error(code)
 
 
 cdef bint _socket_layout_known = False
@@ -218,9 +238,14 @@ def _socket_layout_ok():
     return _socket_layout_known
 
 
+cdef inline bint is_socket(object sock) noexcept:
+    """Whether ``sock``'s fd can be read from the object itself."""
+    return _socket_layout_known and (type(sock) is PySocketType or isinstance(sock, SocketType))
+
+
 cdef inline int socket_fd(object sock) except? -2:
     # sock.fileno() without the method call: -1 once the socket is closed.
-    if _socket_layout_known and (type(sock) is PySocketType or isinstance(sock, SocketType)):
+    if is_socket(sock):
         return aioc_socket_fd(sock)
     return sock.fileno()
 
@@ -352,6 +377,7 @@ cdef class EventLoop:
     def __cinit__(self):
         self.epfd = -1
         self.wake_fd = -1
+        self.polls = 1  # so that a slot's kept_at of 0 means "never kept"
 
     def __init__(self, backend=None):
         if backend is None:
@@ -639,24 +665,18 @@ cdef class EventLoop:
         if task.deadline is not NULL:
             self.cancel_timer(task.deadline)
             task.deadline = NULL
-        self.current = task
-        try:
-            if task.throw_next is None:
-                status = aioc_send(task.coro, value, &result)
-            else:
-                status = self.throw_into(task, &result)
-        except (KeyboardInterrupt, SystemExit) as exc:
-            self.current = None
-            self.finish(task, None, exc)
-            task.log_exception = False  # it propagates to run_forever's caller
-            raise
-        except BaseException as exc:
-            self.current = None
-            self.finish(task, None, exc)
-            return 0
-        self.current = None
+        self.current = <PyObject *>task
+        if task.throw_next is None:
+            status = aioc_send(task.coro, value, &result)
+        else:
+            error = task.throw_next
+            task.throw_next = None
+            status = aioc_throw(task.coro, error, &result)
+        self.current = NULL
+        if status < 0:
+            return self.step_raised(task)
         event = <object>result
-        Py_DECREF(event)  # aioc_send handed us a reference; `event` holds its own
+        Py_DECREF(event)  # the send handed us a reference; `event` holds its own
         if status == 1:
             self.finish(task, event, None)
         elif task.throw_next is not None:
@@ -665,21 +685,31 @@ cdef class EventLoop:
             self.yield_event(event, task)
         return 0
 
-    cdef int throw_into(self, Task task, PyObject **result) except -1:
-        error = task.throw_next
-        task.throw_next = None
+    cdef int step_raised(self, Task task) except -1:
+        # The task's coroutine raised: the exception is still pending here.
         try:
-            event = task.coro.throw(error)
-        except StopIteration as stop:
-            value = stop.value
-            Py_INCREF(value)
-            result[0] = <PyObject *>value
-            return 1
-        Py_INCREF(event)
-        result[0] = <PyObject *>event
+            aioc_reraise()
+        except (KeyboardInterrupt, SystemExit) as exc:
+            self.finish(task, None, exc)
+            task.log_exception = False  # it propagates to run_forever's caller
+            raise
+        except BaseException as exc:
+            self.finish(task, None, exc)
         return 0
 
     cdef int yield_event(self, object event, Task task) except -1:
+        # The common cases first, with errors handled as values: a Cython
+        # try block costs a thread-state lookup on every pass.
+        cdef type kind = type(event)
+        if kind is Sleep and (<Sleep>event).seconds <= 0.0:
+            return self._ready.push(task, None)
+        if kind is ReadEvent and self.rewait_read(<ReadEvent>event, task):
+            return 0
+        if kind is SendAll and is_socket((<SendAll>event).sock):
+            return self.send_all(<SendAll>event, task)
+        return self.yield_guarded(event, task)
+
+    cdef int yield_guarded(self, object event, Task task) except -1:
         cdef type kind = type(event)
         cdef double seconds
         try:
@@ -691,8 +721,6 @@ cdef class EventLoop:
                     self._ready.push(task, None)
                 else:
                     self.wait_timer(monotonic() + seconds, event, task)
-            elif kind is SendAll:
-                self.send_all(event, task)
             elif kind is Spawn:
                 self._ready.push(task, self.call_soon((<Spawn>event).coro))
             elif kind is Join:
@@ -712,24 +740,46 @@ cdef class EventLoop:
             self.schedule_throw(task, exc)
         return 0
 
+    cdef bint rewait_read(self, ReadEvent event, Task task) except -1:
+        """Wait to read where epoll already holds a fitting registration: no syscall."""
+        cdef object sock = event.sock
+        cdef FdSlot *slot
+        cdef int fd
+        if not self.use_epoll or not is_socket(sock):
+            return False
+        fd = aioc_socket_fd(sock)
+        if fd < 0 or fd >= self.nfds:
+            return False
+        slot = &self.fds[fd]
+        if slot.reader_event is not NULL:
+            return False
+        if not registration_fits(slot, EPOLLIN | (EPOLLOUT if slot.writer_task is not NULL else 0), sock):
+            return False
+        Py_INCREF(event)
+        Py_INCREF(task)
+        slot.reader_event = <PyObject *>event
+        slot.reader_task = <PyObject *>task
+        task.wait_kind = WAIT_READ
+        task.wait_fd = fd
+        self.io_waiters += 1
+        return True
+
     cdef int resume_event(self, object event, Task task) except -1:
         """Run ``event._resume``; 1 if the wake-up turned out to be spurious."""
         cdef type kind = type(event)
+        if kind is ReadEvent and (<ReadEvent>event).nbytes <= READ_BUFFER_SIZE and is_socket((<ReadEvent>event).sock):
+            return self.recv_for(<ReadEvent>event, task)
+        if kind is SendAll and is_socket((<SendAll>event).sock):
+            return self.send_all(<SendAll>event, task)
+        if kind is Sleep:
+            return self._ready.push(task, None)
+        return self.resume_guarded(event, task)
+
+    cdef int resume_guarded(self, object event, Task task) except -1:
         try:
-            if kind is ReadEvent:
-                data = self.recv_data(<ReadEvent>event)
-                if data is None:
-                    self.yield_event(event, task)  # readiness was only a hint
-                    return 1
-                self._ready.push(task, data)
-            elif kind is Sleep:
-                self._ready.push(task, None)
-            elif kind is SendAll:
-                self.send_all(event, task)
-            else:
-                event._resume(self, task)
+            event._resume(self, task)
         except BlockingIOError:
-            self.yield_event(event, task)
+            self.yield_event(event, task)  # readiness was only a hint
             return 1
         except (KeyboardInterrupt, SystemExit):
             raise
@@ -737,58 +787,51 @@ cdef class EventLoop:
             self.schedule_throw(task, exc)
         return 0
 
-    cdef object recv_data(self, ReadEvent event):
-        """recv() into a bytes object; None when nothing is there after all."""
-        cdef object sock = event.sock
-        cdef Py_ssize_t nbytes = event.nbytes
+    cdef int recv_for(self, ReadEvent event, Task task) except -1:
+        """recv() for a ReadEvent: queue the bytes, wait again, or throw the error."""
+        cdef int fd = aioc_socket_fd(event.sock)
         cdef ssize_t n
-        cdef int fd
-        if not isinstance(sock, SocketType) or nbytes > READ_BUFFER_SIZE:
-            try:
-                return sock.recv(nbytes, MSG_DONTWAIT)
-            except BlockingIOError:
-                return None
-        fd = socket_fd(sock)
         if fd < 0:
-            raise_errno(EBADF)
+            return self.schedule_throw(task, os_error(EBADF))
         while True:
-            n = recv(fd, self.read_buffer, nbytes, MSG_DONTWAIT)
+            n = recv(fd, self.read_buffer, event.nbytes, MSG_DONTWAIT)
             if n >= 0:
-                return PyBytes_FromStringAndSize(self.read_buffer, n)
+                return self._ready.push(task, PyBytes_FromStringAndSize(self.read_buffer, n))
             if errno == EAGAIN:  # EWOULDBLOCK is the same code on every supported system
-                return None
+                self.yield_event(event, task)  # readiness was only a hint
+                return 1
             if errno != EINTR:
-                raise_errno(errno)
+                return self.schedule_throw(task, os_error(errno))
             PyErr_CheckSignals()
 
-    cdef int send_all(self, object event, Task task) except -1:
-        # Sends until done (and queues the task) or until the buffer is full
-        # (and waits for writability), as SendAll._yield does.
-        cdef SendAll ev = <SendAll>event
+    cdef int send_all(self, SendAll event, Task task) except -1:
+        """Send until done (and queue the task) or until the buffer is full (and
+        wait for writability), as SendAll._yield does; errors are thrown in."""
         cdef Py_buffer view
         cdef ssize_t n
-        cdef int fd, err = 0
-        if not isinstance(ev.sock, SocketType):
-            _SendAll_yield(event, self, task)
-            return 0
-        fd = socket_fd(ev.sock)
+        cdef int fd = aioc_socket_fd(event.sock)
+        cdef int err = 0
         if fd < 0:
-            raise_errno(EBADF)
-        PyObject_GetBuffer(ev.data, &view, PyBUF_SIMPLE)
-        while ev.sent < view.len:
-            n = send(fd, <char *>view.buf + ev.sent, view.len - ev.sent, MSG_DONTWAIT)
+            return self.schedule_throw(task, os_error(EBADF))
+        PyObject_GetBuffer(event.data, &view, PyBUF_SIMPLE)
+        while event.sent < view.len:
+            n = send(fd, <char *>view.buf + event.sent, view.len - event.sent, MSG_DONTWAIT)
             if n >= 0:
-                ev.sent += n
+                event.sent += n
             elif errno != EINTR:
                 err = errno
                 break
         PyBuffer_Release(&view)
         if err == 0:
-            self._ready.push(task, ev.sent)
-        elif err == EAGAIN:
+            return self._ready.push(task, event.sent)
+        if err != EAGAIN:
+            return self.schedule_throw(task, os_error(err))
+        try:
             self.wait_io(fd, True, event, task)
-        else:
-            raise_errno(err)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:
+            self.schedule_throw(task, exc)
         return 0
 
     cdef int schedule_throw(self, Task task, object exc) except -1:
@@ -823,7 +866,7 @@ cdef class EventLoop:
 
     cdef int cancel_task(self, Task task) except -1:
         task.throw_next = Cancelled()
-        if task is self.current:
+        if <PyObject *>task == self.current:
             return 0  # thrown in when it next yields
         if task.wait_kind != WAIT_NONE:
             self.unwait(task)
@@ -944,16 +987,14 @@ cdef class EventLoop:
 
     cdef int dispatch_io(self, int fd, uint32_t mask, bint may_block) except -1:
         # Waiters are looked up here, not before the batch: an earlier
-        # handler in the same batch may have removed them.  Unwaited fds are
-        # unregistered only by a poll that could block (see _loop_py).
+        # handler in the same batch may have removed them.  An unwaited fd
+        # keeps its registration for one poll while tasks are ready, since
+        # its task is likely about to wait on it again (see _loop_py).
         cdef uint32_t idle = 0
         if fd == self.wake_fd:
             self.drain_wake()
             return 0
-        if fd >= self.nfds:
-            if may_block:
-                self.unwatch(fd, EPOLLIN | EPOLLOUT)
-            return 0
+        self.ensure_fd(fd)
         if mask & (EPOLLIN | FAULT):
             if self.fds[fd].reader_task is NULL:
                 idle |= EPOLLIN
@@ -966,8 +1007,11 @@ cdef class EventLoop:
                 self.wake_io(fd, True)
         if mask & FAULT and self.fds[fd].reader_task is NULL and self.fds[fd].writer_task is NULL:
             idle = EPOLLIN | EPOLLOUT  # hang-ups are reported unasked: unregister entirely
-        if idle and may_block:
-            self.unwatch(fd, idle)
+        if idle:
+            if may_block or self.fds[fd].kept_at == self.polls - 1:
+                self.unwatch(fd, idle)
+            else:
+                self.fds[fd].kept_at = self.polls
         return 0
 
     cdef int wake_io(self, int fd, bint writer) except -1:
@@ -1035,10 +1079,10 @@ cdef class EventLoop:
         cdef bint same_file
         self.ensure_fd(fd)
         slot = &self.fds[fd]
+        if registration_fits(slot, mask, owner):
+            return 0
         if slot.owner is not NULL:
             old_owner = PyWeakref_GetObject(<object>slot.owner)
-            if old_owner == <PyObject *>owner and owner is not None and slot.registered & mask == mask:
-                return 0
         # A different owner: the old registration may have died with its file.
         same_file = (old_owner is not NULL and old_owner != <PyObject *>None
                      and _fileno(<object>old_owner) == fd)
@@ -1133,6 +1177,7 @@ cdef class EventLoop:
                 raise_errno(errno)
             PyErr_CheckSignals()  # runs Python signal handlers: Ctrl-C surfaces here
             return 0
+        self.polls += 1
         for i in range(n):
             self.dispatch_io(self.events[i].data.fd, self.events[i].events, ms > 0)
         return 0
@@ -1279,6 +1324,17 @@ cdef class EventLoop:
         return 0
 
 
+cdef inline bint registration_fits(FdSlot *slot, uint32_t mask, object owner) except -1:
+    """Whether epoll already reports ``mask`` on this fd for ``owner``'s open file.
+
+    The registration was made for a socket object, held weakly: the same
+    live object still owns the same open file, while another object on the
+    same fd number may be a new file that epoll has never seen.
+    """
+    return (slot.registered & mask == mask and slot.owner is not NULL and owner is not None
+            and PyWeakref_GetObject(<object>slot.owner) == <PyObject *>owner)
+
+
 cdef inline bint timer_before(TimerEntry *a, TimerEntry *b) noexcept nogil:
     return a.deadline < b.deadline or (a.deadline == b.deadline and a.seq < b.seq)
 
@@ -1390,6 +1446,9 @@ cdef class BuiltinEvent:
 Event.register(BuiltinEvent)
 
 
+# Not tracked by the GC: a built-in event refers to a socket and data, never
+# back to itself; a Python subclass gets its own GC support.
+@cython.no_gc
 @cython.freelist(64)
 cdef class ReadEvent:
     """Wait until ``sock`` is readable, then receive up to ``nbytes``."""
@@ -1407,7 +1466,9 @@ cdef class ReadEvent:
 
     def __init__(self, sock, nbytes=DEFAULT_READ_SIZE):
         self.sock = sock
-        self.nbytes = nbytes if type(nbytes) is int and nbytes > 0 else _check_nbytes(nbytes)
+        if type(nbytes) is not int or nbytes <= 0:
+            nbytes = _check_nbytes(nbytes)
+        self.nbytes = nbytes
 
     def _yield(self, loop, task):
         _ReadEvent_yield(self, loop, task)
@@ -1430,6 +1491,7 @@ cdef class WriteEvent(BuiltinEvent):
         _WriteEvent_resume(self, loop, task)
 
 
+@cython.no_gc
 @cython.freelist(64)
 cdef class SendAll:
     """Send every byte of ``data``; resumes with its length in bytes."""
@@ -1448,7 +1510,6 @@ cdef class SendAll:
     def __init__(self, sock, data):
         self.sock = sock
         self.data = data if type(data) is bytes else memoryview(data).cast("B")
-        self.sent = 0
 
     def _yield(self, loop, task):
         _SendAll_yield(self, loop, task)
@@ -1463,7 +1524,10 @@ Event.register(SendAll)
 
 def sendall(sock, data):
     """``yield from sendall(sock, data)``: send all of ``data``, return its length."""
-    return SendAll(sock, data)
+    cdef SendAll event = SendAll.__new__(SendAll)  # skips argument parsing
+    event.sock = sock
+    event.data = data if type(data) is bytes else memoryview(data).cast("B")
+    return event
 
 
 cdef class AcceptEvent(BuiltinEvent):

@@ -320,6 +320,8 @@ class EventLoop:
         self._exception_handler: ExceptionHandler | None = None
         self._accept_backoff_logged = False
         self._spurious: dict[int, int] = {}
+        # Unwaited fds whose registration the last dispatch kept (see _dispatch_io).
+        self._kept_idle: set[int] = set()
         # Another thread (or a signal) wakes a blocked poll through this pair.
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -666,8 +668,12 @@ class EventLoop:
         While tasks are ready, an fd with no waiter usually belongs to a task
         that is about to wait on it again (a server that has just replied),
         so its registration is kept: level-triggered, it reports again.  Only
-        a poll that could block drops it, so that it cannot spin the loop.
+        a poll that could block drops it, so that it cannot spin the loop;
+        and so does a second dispatch in a row that finds it unwaited, so that
+        idle fds (a writable socket nobody writes to) are not reported on
+        every pass while some task keeps the ready queue busy.
         """
+        kept_before, kept = self._kept_idle, set()
         # Waiters are looked up here, not before the batch: an earlier handler
         # in the same batch may have removed them.
         for fd, mask in events:
@@ -689,8 +695,12 @@ class EventLoop:
                     self._wake_io(fd, *waiter)
             if mask & _FAULT and fd not in self._read_waiting and fd not in self._write_waiting:
                 idle = _IN | _OUT  # hang-ups are reported unasked: unregister entirely
-            if idle and may_block:
-                self._poller.unwatch(fd, idle)
+            if idle:
+                if may_block or fd in kept_before:
+                    self._poller.unwatch(fd, idle)
+                else:
+                    kept.add(fd)
+        self._kept_idle = kept
 
     def _wake_io(self, fd: int, event: Any, task: Task) -> None:
         task._wait_kind, task._wait_key = 0, None
