@@ -85,10 +85,18 @@ def test_stop_from_another_thread(aio, loop, runner):
         yield aio.Sleep(30)
 
     t = loop.call_soon(sleeper())
-    threading.Timer(0.05, loop.stop).start()
+    timers = []
+
+    def starter():  # armed while the loop runs: a stop before run_forever is void
+        timers.append(threading.Timer(0.05, loop.stop))
+        timers[0].start()
+        yield aio.Sleep(0)
+
+    loop.call_soon(starter())
     start = time.monotonic()
     runner.forever()
     assert time.monotonic() - start < 5
+    timers[0].join()
     assert not t.done()
 
 
