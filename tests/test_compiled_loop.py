@@ -146,3 +146,45 @@ def test_fd_table_grows_with_the_highest_descriptor() -> None:
         sock.close()
         a.close()
         b.close()
+
+
+def test_events_are_their_own_iterators() -> None:
+    event = _loop_c.Sleep(0)
+    assert event.__await__() is event
+    assert iter(event) is event
+    assert next(event) is event
+    with pytest.raises(StopIteration):
+        next(event)
+
+
+def test_python_subclasses_of_events_can_be_awaited_and_yielded_from() -> None:
+    class Nap(_loop_c.Sleep):
+        pass
+
+    async def awaiting():
+        return await Nap(0)
+
+    def delegating():
+        return (yield from Nap(0))
+
+    assert _loop_c.run(awaiting()) is None
+    assert _loop_c.run(delegating()) is None
+
+
+def test_an_event_thrown_into_can_be_waited_on_again() -> None:
+    """throw() through 'yield from event' leaves the event reusable."""
+    event = _loop_c.Sleep(0)
+
+    def delegating():
+        try:
+            yield from event
+        except ValueError:
+            pass
+        return (yield from event)
+
+    coro = delegating()
+    assert coro.send(None) is event
+    assert coro.throw(ValueError("boom")) is event
+    with pytest.raises(StopIteration) as stop:
+        coro.send("second")
+    assert stop.value.value == "second"

@@ -137,13 +137,76 @@ cdef extern from *:
         return self;
     }
 
-    static void aioc_make_awaitable(PyObject *type) {
+    /* gen.throw() and gen.close() pass on to the iterator a coroutine is
+       suspended in: the event forgets the suspension, then raises. */
+    static PyObject *aioc_raise_thrown = NULL;
+
+    static PyObject *aioc_event_throw(PyObject *self, PyObject *args) {
+        ((aioc_event_head *)self)->suspended = 0;
+        return PyObject_Call(aioc_raise_thrown, args, NULL);
+    }
+
+    static PyObject *aioc_event_close(PyObject *self, PyObject *unused) {
+        ((aioc_event_head *)self)->suspended = 0;
+        Py_RETURN_NONE;
+    }
+
+    static PyObject *aioc_event_self_method(PyObject *self, PyObject *unused) {
+        return aioc_event_self(self);
+    }
+
+    static PyObject *aioc_event_next_method(PyObject *self, PyObject *unused) {
+        PyObject *result = aioc_event_next(self);
+        if (result == NULL && !PyErr_Occurred()) PyErr_SetNone(PyExc_StopIteration);
+        return result;
+    }
+
+    /* For Python subclasses, which do not inherit am_send (CPython 3.11). */
+    static PyObject *aioc_event_send_method(PyObject *self, PyObject *value) {
+        PyObject *result, *stop;
+        if (aioc_event_send(self, value, &result) == PYGEN_NEXT) return result;
+        stop = PyObject_CallOneArg(PyExc_StopIteration, result);
+        Py_DECREF(result);
+        if (stop != NULL) {
+            PyErr_SetObject(PyExc_StopIteration, stop);
+            Py_DECREF(stop);
+        }
+        return NULL;
+    }
+
+    /* The slots' Python names, for explicit calls such as event.__await__(). */
+    static PyMethodDef aioc_event_methods[] = {
+        {"__await__", aioc_event_self_method, METH_NOARGS, "Return the event: it is its own iterator."},
+        {"__iter__", aioc_event_self_method, METH_NOARGS, "Return the event: it is its own iterator."},
+        {"__next__", aioc_event_next_method, METH_NOARGS, "Yield the event once, then stop."},
+        {"send", aioc_event_send_method, METH_O, "Yield the event, then return the value it is resumed with."},
+        {"throw", aioc_event_throw, METH_VARARGS, "Raise what is thrown into a coroutine suspended on this event."},
+        {"close", aioc_event_close, METH_NOARGS, "Forget that a coroutine is suspended on this event."},
+        {NULL, NULL, 0, NULL},
+    };
+
+    static PyAsyncMethods aioc_event_async = {aioc_event_self, NULL, NULL, aioc_event_send};
+
+    /* One protocol for every compiled event type: only a base type can keep
+       a freelist, so the hot events cannot inherit it from a common base. */
+    static int aioc_make_awaitable(PyObject *type, PyObject *raise_thrown) {
         PyTypeObject *t = (PyTypeObject *)type;
+        PyMethodDef *def;
+        if (aioc_raise_thrown == NULL) {
+            Py_INCREF(raise_thrown);
+            aioc_raise_thrown = raise_thrown;
+        }
         t->tp_iter = aioc_event_self;
         t->tp_iternext = aioc_event_next;
-        t->tp_as_async->am_await = aioc_event_self;
-        t->tp_as_async->am_send = aioc_event_send;
+        t->tp_as_async = &aioc_event_async;
+        for (def = aioc_event_methods; def->ml_name != NULL; def++) {
+            PyObject *method = PyDescr_NewMethod(t, def);
+            int failed = method == NULL || PyDict_SetItemString(t->tp_dict, def->ml_name, method) < 0;
+            Py_XDECREF(method);
+            if (failed) return -1;
+        }
         PyType_Modified(t);
+        return 0;
     }
 
     #define aioc_event_suspended(o) (((aioc_event_head *)(o))->suspended)
@@ -173,7 +236,7 @@ cdef extern from *:
     int aioc_throw(object coro, object exc, PyObject **result)
     int aioc_reraise() except -1
     int aioc_socket_fd(object sock)
-    void aioc_make_awaitable(object type)
+    int aioc_make_awaitable(object type, object raise_thrown) except -1
     int aioc_event_suspended(object event)
 
 
@@ -1410,12 +1473,12 @@ _check_nbytes = _events._check_nbytes
 _check_seconds = _events._check_seconds
 
 
-cdef object _exception(typ, val, tb):
-    # gen.throw()'s arguments, made into the exception to raise.
+def _raise_thrown(typ, val=None, tb=None):
+    # What gen.throw() passes on: an exception, or its class (and a value).
     exc = val if val is not None else typ
     if isinstance(exc, type):
         exc = exc()
-    return exc.with_traceback(tb) if tb is not None else exc
+    raise exc.with_traceback(tb) if tb is not None else exc
 
 
 cdef class BuiltinEvent:
@@ -1424,17 +1487,6 @@ cdef class BuiltinEvent:
     ReadEvent, SendAll and Sleep, made once per request or switch, are base
     types of their own instead: only a base type can keep a freelist.
     """
-
-    # __await__, __iter__ and __next__ are C slots: see aioc_make_awaitable.
-    def __await__(self):
-        return self
-
-    def throw(self, typ, val=None, tb=None):
-        self.suspended = False
-        raise _exception(typ, val, tb)
-
-    def close(self):
-        self.suspended = False
 
     def _yield(self, loop, task):
         raise NotImplementedError
@@ -1452,17 +1504,6 @@ Event.register(BuiltinEvent)
 @cython.freelist(64)
 cdef class ReadEvent:
     """Wait until ``sock`` is readable, then receive up to ``nbytes``."""
-
-    # __await__, __iter__ and __next__ are C slots: see aioc_make_awaitable.
-    def __await__(self):
-        return self
-
-    def throw(self, typ, val=None, tb=None):
-        self.suspended = False
-        raise _exception(typ, val, tb)
-
-    def close(self):
-        self.suspended = False
 
     def __init__(self, sock, nbytes=DEFAULT_READ_SIZE):
         self.sock = sock
@@ -1495,17 +1536,6 @@ cdef class WriteEvent(BuiltinEvent):
 @cython.freelist(64)
 cdef class SendAll:
     """Send every byte of ``data``; resumes with its length in bytes."""
-
-    # __await__, __iter__ and __next__ are C slots: see aioc_make_awaitable.
-    def __await__(self):
-        return self
-
-    def throw(self, typ, val=None, tb=None):
-        self.suspended = False
-        raise _exception(typ, val, tb)
-
-    def close(self):
-        self.suspended = False
 
     def __init__(self, sock, data):
         self.sock = sock
@@ -1565,17 +1595,6 @@ cdef class ConnectEvent(BuiltinEvent):
 cdef class Sleep:
     """Resume after ``seconds``; ``Sleep(0)`` moves the task to the back of the queue."""
 
-    # __await__, __iter__ and __next__ are C slots: see aioc_make_awaitable.
-    def __await__(self):
-        return self
-
-    def throw(self, typ, val=None, tb=None):
-        self.suspended = False
-        raise _exception(typ, val, tb)
-
-    def close(self):
-        self.suspended = False
-
     def __init__(self, seconds):
         if type(seconds) is float:
             self.seconds = PyFloat_AS_DOUBLE(seconds)
@@ -1595,9 +1614,11 @@ cdef class Sleep:
 
 Event.register(Sleep)
 
-# Subtypes readied before this point do not inherit the slots: set them on each.
+# Every compiled event is its own awaitable iterator (__await__, __iter__,
+# __next__, send, throw, close): set on each type, since subtypes readied before
+# this point do not inherit slots set later.
 for _event_type in (BuiltinEvent, ReadEvent, WriteEvent, SendAll, AcceptEvent, ConnectEvent, Sleep, Spawn, Join):
-    aioc_make_awaitable(_event_type)
+    aioc_make_awaitable(_event_type, _raise_thrown)
 
 
 cdef _check_event_layout():
