@@ -188,3 +188,61 @@ def test_an_event_thrown_into_can_be_waited_on_again() -> None:
     with pytest.raises(StopIteration) as stop:
         coro.send("second")
     assert stop.value.value == "second"
+
+
+@pytest.mark.parametrize("family, host", [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")])
+def test_fast_accept_gives_what_the_socket_module_gives(family: int, host: str) -> None:
+    import fcntl
+
+    def accepted(module):
+        listener = socket.socket(family)
+        listener.bind((host, 0))
+        listener.listen()
+        client = socket.socket(family)
+        client.connect(listener.getsockname())
+
+        def accept():
+            return (yield module.AcceptEvent(listener))
+
+        conn, address = module.run(accept())
+        facts = (
+            address == client.getsockname(), conn.family, conn.type, conn.proto, conn.gettimeout(),
+            bool(fcntl.fcntl(conn.fileno(), fcntl.F_GETFL) & os.O_NONBLOCK),
+            bool(fcntl.fcntl(conn.fileno(), fcntl.F_GETFD) & fcntl.FD_CLOEXEC),
+            type(conn), conn.getpeername() == client.getsockname(),
+        )
+        for sock in (conn, client, listener):
+            sock.close()
+        return facts
+
+    assert accepted(_loop_c) == accepted(_loop_py)
+    assert accepted(_loop_c)[0] is True
+
+
+def test_socket_subclasses_keep_their_own_io_methods() -> None:
+    """The C fast paths take exact socket types only (ssl.SSLSocket overrides recv and send)."""
+    calls = []
+
+    class Logged(socket.socket):
+        def recv(self, *args):
+            calls.append("recv")
+            return super().recv(*args)
+
+        def send(self, *args):
+            calls.append("send")
+            return super().send(*args)
+
+    a, b = socket.socketpair()
+    sock = Logged(fileno=a.detach())
+    sock.setblocking(False)
+
+    def main():
+        yield from _loop_c.sendall(sock, b"ping")
+        return (yield _loop_c.ReadEvent(sock))
+
+    b.setblocking(False)
+    b.sendall(b"pong")
+    assert _loop_c.run(main()) == b"pong"
+    assert calls == ["send", "recv"]
+    sock.close()
+    b.close()

@@ -123,6 +123,7 @@ cdef class EventLoop:
     cdef int wait_join(self, object target, object event, Task task) except -1
     cdef int arm_deadline(self, Task task, double deadline) except -1
     cdef int send_all(self, SendAll event, Task task) except -1
+    cdef int accept_for(self, AcceptEvent event, Task task) except -1
     # polling
     cdef int ensure_fd(self, int fd) except -1
     cdef int watch(self, int fd, uint32_t mask, object owner) except -1

@@ -19,7 +19,7 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
 from cpython.weakref cimport PyWeakref_GetObject, PyWeakref_NewRef
-from libc.errno cimport EAGAIN, EBADF, EEXIST, EINTR, ENOENT, errno
+from libc.errno cimport EAGAIN, EBADF, ECONNABORTED, EEXIST, EINTR, ENOENT, errno
 from libc.math cimport ceil
 from libc.stdint cimport uint32_t
 from libc.string cimport memset
@@ -91,10 +91,26 @@ cdef extern from "sys/select.h" nogil:
     int select(int nfds, fd_set *r, fd_set *w, fd_set *e, timeval *timeout)
 
 cdef extern from "sys/socket.h" nogil:
+    ctypedef unsigned int socklen_t
+    struct sockaddr:
+        pass
+    struct sockaddr_storage:
+        unsigned short ss_family
     ssize_t recv(int fd, void *buf, size_t n, int flags)
     ssize_t send(int fd, const void *buf, size_t n, int flags)
+    int accept4(int fd, sockaddr *address, socklen_t *length, int flags)
     enum:
         MSG_DONTWAIT
+        SOCK_NONBLOCK
+        SOCK_CLOEXEC
+        AF_INET
+        AF_INET6
+
+cdef extern from "netinet/in.h":
+    pass
+
+cdef extern from "arpa/inet.h":
+    pass
 
 cdef extern from "time.h" nogil:
     cdef struct timespec:
@@ -106,10 +122,44 @@ cdef extern from "time.h" nogil:
 
 cdef extern from *:
     """
-    /* A socket object starts with its fd, right after the object header: the
-       layout CPython's socket module has always had.  Checked at import. */
-    typedef struct { PyObject_HEAD int sock_fd; } aioc_socket_head;
+    /* A socket object starts with its fd, family, type and protocol, right
+       after the object header: the layout CPython's socket module has always
+       had.  Checked at import. */
+    typedef struct { PyObject_HEAD int sock_fd; int sock_family; int sock_type; int sock_proto; } aioc_socket_head;
     #define aioc_socket_fd(o) (((aioc_socket_head *)(o))->sock_fd)
+    #define aioc_socket_family(o) (((aioc_socket_head *)(o))->sock_family)
+    #define aioc_socket_type(o) (((aioc_socket_head *)(o))->sock_type)
+    #define aioc_socket_proto(o) (((aioc_socket_head *)(o))->sock_proto)
+
+    /* The (host, port) or (host, port, flowinfo, scope_id) that accept()
+       returns, as the socket module builds it, with IPv4 hosts formatted
+       here: glibc's inet_ntop goes through printf. */
+    static PyObject *aioc_inet_address(const struct sockaddr_storage *address) {
+        char host[INET6_ADDRSTRLEN];
+        if (address->ss_family == AF_INET) {
+            const struct sockaddr_in *in = (const struct sockaddr_in *)address;
+            const unsigned char *b = (const unsigned char *)&in->sin_addr;
+            char *p = host;
+            int i;
+            for (i = 0; i < 4; i++) {
+                unsigned v = b[i];
+                if (v >= 100) *p++ = (char)('0' + v / 100);
+                if (v >= 10) *p++ = (char)('0' + v / 10 % 10);
+                *p++ = (char)('0' + v % 10);
+                if (i < 3) *p++ = '.';
+            }
+            return Py_BuildValue("(s#i)", host, (Py_ssize_t)(p - host), ntohs(in->sin_port));
+        }
+        if (address->ss_family == AF_INET6) {
+            const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)address;
+            if (inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host)) == NULL)
+                return PyErr_SetFromErrno(PyExc_OSError);
+            return Py_BuildValue("(siII)", host, ntohs(in6->sin6_port),
+                                 (unsigned int)ntohl(in6->sin6_flowinfo), (unsigned int)in6->sin6_scope_id);
+        }
+        PyErr_SetString(PyExc_ValueError, "not an internet address");
+        return NULL;
+    }
 
     /* A compiled event is its own awaitable iterator, so that `yield from
        event` and `await event` allocate nothing: the first send yields the
@@ -236,6 +286,10 @@ cdef extern from *:
     int aioc_throw(object coro, object exc, PyObject **result)
     int aioc_reraise() except -1
     int aioc_socket_fd(object sock)
+    int aioc_socket_family(object sock)
+    int aioc_socket_type(object sock)
+    int aioc_socket_proto(object sock)
+    object aioc_inet_address(const sockaddr_storage *address)
     int aioc_make_awaitable(object type, object raise_thrown) except -1
     int aioc_event_suspended(object event)
 
@@ -285,11 +339,17 @@ cdef bint _socket_layout_known = False
 cdef _check_socket_layout():
     global _socket_layout_known
     a, b = socket.socketpair()
+    tcp = socket.socket(socket.AF_INET6 if socket.has_ipv6 else socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        _socket_layout_known = aioc_socket_fd(a) == a.fileno() and aioc_socket_fd(b) == b.fileno()
+        _socket_layout_known = all(
+            aioc_socket_fd(s) == s.fileno() and aioc_socket_family(s) == s.family
+            and aioc_socket_type(s) == s.type and aioc_socket_proto(s) == s.proto
+            for s in (a, b, tcp)
+        )
     finally:
         a.close()
         b.close()
+        tcp.close()
     _socket_layout_known = _socket_layout_known and aioc_socket_fd(a) == -1
 
 
@@ -302,13 +362,21 @@ def _socket_layout_ok():
 
 
 cdef inline bint is_socket(object sock) noexcept:
-    """Whether ``sock``'s fd can be read from the object itself."""
-    return _socket_layout_known and (type(sock) is PySocketType or isinstance(sock, SocketType))
+    """Whether the loop may do ``sock``'s I/O itself, in C.
+
+    Exact types only: a subclass may override recv, send or accept (as
+    ssl.SSLSocket does), and its own methods must then run.
+    """
+    return _socket_layout_known and (type(sock) is PySocketType or type(sock) is SocketType)
+
+
+cdef inline bint is_inet_socket(object sock) noexcept:
+    return is_socket(sock) and (aioc_socket_family(sock) == AF_INET or aioc_socket_family(sock) == AF_INET6)
 
 
 cdef inline int socket_fd(object sock) except? -2:
     # sock.fileno() without the method call: -1 once the socket is closed.
-    if is_socket(sock):
+    if _socket_layout_known and isinstance(sock, SocketType):
         return aioc_socket_fd(sock)
     return sock.fileno()
 
@@ -836,6 +904,8 @@ cdef class EventLoop:
             return self.send_all(<SendAll>event, task)
         if kind is Sleep:
             return self._ready.push(task, None)
+        if kind is AcceptEvent and is_inet_socket((<AcceptEvent>event).sock):
+            return self.accept_for(<AcceptEvent>event, task)
         return self.resume_guarded(event, task)
 
     cdef int resume_guarded(self, object event, Task task) except -1:
@@ -866,6 +936,47 @@ cdef class EventLoop:
             if errno != EINTR:
                 return self.schedule_throw(task, os_error(errno))
             PyErr_CheckSignals()
+
+    cdef int accept_for(self, AcceptEvent event, Task task) except -1:
+        """accept() for an AcceptEvent on an IPv4 or IPv6 listener, as
+        AcceptEvent._resume does it, without the socket module's Python layer."""
+        cdef object listener = event.sock
+        cdef sockaddr_storage address
+        cdef socklen_t length
+        cdef int fd = aioc_socket_fd(listener)
+        cdef int conn_fd, err
+        if fd < 0:
+            return self.schedule_throw(task, os_error(EBADF))
+        while True:
+            length = sizeof(address)
+            conn_fd = accept4(fd, <sockaddr *>&address, &length, SOCK_NONBLOCK | SOCK_CLOEXEC)
+            if conn_fd >= 0:
+                break
+            err = errno
+            if err == EAGAIN:
+                self.yield_event(event, task)  # readiness was only a hint
+                return 1
+            if err == ECONNABORTED:  # the peer left first: not the server's problem
+                return self.yield_event(event, task)
+            if err in self.ACCEPT_BACKOFF_ERRNOS:
+                self._accept_backoff(event, task, os_error(err))
+                return 0
+            if err != EINTR:
+                return self.schedule_throw(task, os_error(err))
+            PyErr_CheckSignals()
+        try:
+            conn = PySocketType.__new__(PySocketType)
+            # SOCK_NONBLOCK in the type gives the object a timeout of 0 and
+            # leaves its .type plain; accept4 made the fd itself non-blocking.
+            SocketType.__init__(conn, aioc_socket_family(listener),
+                                aioc_socket_type(listener) | SOCK_NONBLOCK,
+                                aioc_socket_proto(listener), conn_fd)
+        except BaseException:
+            close_fd(conn_fd)
+            raise
+        conn._io_refs = 0  # what socket.socket.__init__ sets
+        conn._closed = False
+        return self._ready.push(task, (conn, aioc_inet_address(&address)))
 
     cdef int send_all(self, SendAll event, Task task) except -1:
         """Send until done (and queue the task) or until the buffer is full (and
