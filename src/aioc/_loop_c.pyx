@@ -11,7 +11,7 @@ through those Python methods, exactly as on the pure loop.
 
 cimport cython
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
-from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.float cimport PyFloat_AS_DOUBLE
 from cpython.long cimport PyLong_AsDouble
@@ -127,6 +127,7 @@ cdef extern from *:
        had.  Checked at import. */
     typedef struct { PyObject_HEAD int sock_fd; int sock_family; int sock_type; int sock_proto; } aioc_socket_head;
     #define aioc_socket_fd(o) (((aioc_socket_head *)(o))->sock_fd)
+    #define aioc_weakref_target(ref) PyWeakref_GET_OBJECT(ref)
     #define aioc_socket_family(o) (((aioc_socket_head *)(o))->sock_family)
     #define aioc_socket_type(o) (((aioc_socket_head *)(o))->sock_type)
     #define aioc_socket_proto(o) (((aioc_socket_head *)(o))->sock_proto)
@@ -286,6 +287,7 @@ cdef extern from *:
     int aioc_throw(object coro, object exc, PyObject **result)
     int aioc_reraise() except -1
     int aioc_socket_fd(object sock)
+    PyObject *aioc_weakref_target(PyObject *ref)
     int aioc_socket_family(object sock)
     int aioc_socket_type(object sock)
     int aioc_socket_proto(object sock)
@@ -982,20 +984,28 @@ cdef class EventLoop:
         """Send until done (and queue the task) or until the buffer is full (and
         wait for writability), as SendAll._yield does; errors are thrown in."""
         cdef Py_buffer view
+        cdef const char *data
+        cdef Py_ssize_t size
         cdef ssize_t n
         cdef int fd = aioc_socket_fd(event.sock)
         cdef int err = 0
+        cdef bint is_bytes = type(event.data) is bytes
         if fd < 0:
             return self.schedule_throw(task, os_error(EBADF))
-        PyObject_GetBuffer(event.data, &view, PyBUF_SIMPLE)
-        while event.sent < view.len:
-            n = send(fd, <char *>view.buf + event.sent, view.len - event.sent, MSG_DONTWAIT)
+        if is_bytes:  # the common case, without the buffer protocol's bookkeeping
+            data, size = PyBytes_AS_STRING(event.data), PyBytes_GET_SIZE(event.data)
+        else:
+            PyObject_GetBuffer(event.data, &view, PyBUF_SIMPLE)
+            data, size = <const char *>view.buf, view.len
+        while event.sent < size:
+            n = send(fd, data + event.sent, size - event.sent, MSG_DONTWAIT)
             if n >= 0:
                 event.sent += n
             elif errno != EINTR:
                 err = errno
                 break
-        PyBuffer_Release(&view)
+        if not is_bytes:
+            PyBuffer_Release(&view)
         if err == 0:
             return self._ready.push(task, event.sent)
         if err != EAGAIN:
@@ -1506,7 +1516,7 @@ cdef inline bint registration_fits(FdSlot *slot, uint32_t mask, object owner) ex
     same fd number may be a new file that epoll has never seen.
     """
     return (slot.registered & mask == mask and slot.owner is not NULL and owner is not None
-            and PyWeakref_GetObject(<object>slot.owner) == <PyObject *>owner)
+            and aioc_weakref_target(slot.owner) == <PyObject *>owner)
 
 
 cdef inline bint timer_before(TimerEntry *a, TimerEntry *b) noexcept nogil:
@@ -1618,9 +1628,11 @@ cdef class ReadEvent:
 
     def __init__(self, sock, nbytes=DEFAULT_READ_SIZE):
         self.sock = sock
-        if type(nbytes) is not int or nbytes <= 0:
-            nbytes = _check_nbytes(nbytes)
-        self.nbytes = nbytes
+        if type(nbytes) is int:
+            self.nbytes = nbytes
+            if self.nbytes > 0:
+                return
+        self.nbytes = _check_nbytes(nbytes)  # raises the pure loop's error
 
     def _yield(self, loop, task):
         _ReadEvent_yield(self, loop, task)
