@@ -21,10 +21,29 @@ import time
 import types
 import weakref
 from collections import deque
-from typing import Any, Callable, Generator
+from typing import Any, Callable
 
-from .events import *  # noqa: F401,F403  (the implementation's full public namespace)
-from .events import Cancelled, ClosedResourceError, InvalidStateError, ResourceBusy
+# Re-exported with the loop: each implementation module offers the full
+# public namespace, so that tests and the chooser can take either whole.
+from .events import (
+    DEFAULT_READ_SIZE,
+    AcceptEvent,
+    Cancelled,
+    ClosedResourceError,
+    ConnectEvent,
+    Event,
+    InvalidStateError,
+    Join,
+    ReadEvent,
+    ResourceBusy,
+    SendAll,
+    Sleep,
+    Spawn,
+    Timeout,
+    WriteEvent,
+    sendall,
+    timeout_after,
+)
 
 __all__ = [
     "EventLoop", "Task", "run",

@@ -103,6 +103,16 @@ class _Run:
         self.phase = STOP
         self.loop.stop()
 
+    def record(self, latency: float) -> None:
+        """Count a completed request (or connection) if it ended in the window."""
+        if self.phase != MEASURE:
+            return
+        self.completed += 1
+        if len(self.latencies) < MAX_SAMPLES:
+            self.latencies.append(latency)
+        if self.completed >= self.max_requests:
+            self.stop("max_requests")
+
     def error(self, exc: BaseException) -> None:
         if self.phase == STOP:
             return  # the teardown of a finished run is not the server's fault
@@ -128,7 +138,6 @@ def _connect_socket(nodelay: bool = True) -> socket.socket:
 
 def _keepalive_client(run: _Run, address: tuple, request: bytes, reply_len: int):
     perf = time.perf_counter
-    latencies = run.latencies
     prefix = protocol.REPLY_PREFIX
     while run.phase != STOP:
         sock = _connect_socket()
@@ -151,12 +160,7 @@ def _keepalive_client(run: _Run, address: tuple, request: bytes, reply_len: int)
                     got += len(data)
                 if got != reply_len:
                     raise BadReply(f"{got} bytes where the reply has {reply_len}")
-                if run.phase == MEASURE:
-                    run.completed += 1
-                    if len(latencies) < MAX_SAMPLES:
-                        latencies.append(perf() - t0)
-                    if run.completed >= run.max_requests:
-                        run.stop("max_requests")
+                run.record(perf() - t0)
         except (OSError, EOFError, BadReply) as exc:
             run.error(exc)
             if run.phase != STOP:
@@ -167,7 +171,6 @@ def _keepalive_client(run: _Run, address: tuple, request: bytes, reply_len: int)
 
 def _close_client(run: _Run, address: tuple, request: bytes, reply_len: int):
     perf = time.perf_counter
-    latencies = run.latencies
     prefix = protocol.REPLY_PREFIX
     dontwait = getattr(socket, "MSG_DONTWAIT", 0)
     while run.phase != STOP:
@@ -193,12 +196,7 @@ def _close_client(run: _Run, address: tuple, request: bytes, reply_len: int):
                 got += len(data)
             if got != reply_len:
                 raise BadReply(f"{got} bytes where the reply has {reply_len}")
-            if run.phase == MEASURE:
-                run.completed += 1
-                if len(latencies) < MAX_SAMPLES:
-                    latencies.append(perf() - t0)
-                if run.completed >= run.max_requests:
-                    run.stop("max_requests")
+            run.record(perf() - t0)
         except (OSError, EOFError, BadReply) as exc:
             run.error(exc)
             if run.phase != STOP:
