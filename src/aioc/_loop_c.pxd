@@ -104,6 +104,7 @@ cdef class EventLoop:
     # scheduling
     cpdef Task call_soon(self, object coro)
     cdef Task new_task(self, object coro)
+    cdef int schedule_new(self, Task task) except -1
     cdef int run_once(self) except -1
     cdef int step(self, Task task, object value) except -1
     cdef int step_raised(self, Task task) except -1

@@ -573,15 +573,7 @@ cdef class EventLoop:
         if self.closed:
             raise RuntimeError("the event loop is closed")
         cdef Task task = self.new_task(coro)
-        # Linked in creation order, so close() can reach every live task.
-        if self.live_tail is None:
-            self.live_head = task
-        else:
-            self.live_tail.next_live = task
-            task.prev_live = self.live_tail
-        self.live_tail = task
-        self.live_count += 1
-        self._ready.push(task, None)
+        self.schedule_new(task)
         return task
 
     def call_soon_threadsafe(self, coro):
@@ -633,7 +625,7 @@ cdef class EventLoop:
             raise RuntimeError("cannot close a running loop")
         self.closed = True
         while self.threadsafe:
-            self.adopt(self.threadsafe.popleft())
+            self.schedule_new(self.threadsafe.popleft())
         while self.live_head is not None:
             self._close_task(self.live_head)
         self._ready.clear()
@@ -755,7 +747,7 @@ cdef class EventLoop:
                 self.poll_select(timeout)
         if self.threadsafe:
             while self.threadsafe:
-                self.adopt(self.threadsafe.popleft())
+                self.schedule_new(self.threadsafe.popleft())
         if self.ntimers:
             self.fire_timers()
         # A snapshot: what the steps schedule runs next pass, after a poll.
@@ -780,7 +772,8 @@ cdef class EventLoop:
         task.loop = self
         return task
 
-    def adopt(self, Task task):
+    cdef int schedule_new(self, Task task) except -1:
+        # Linked in creation order, so close() can reach every live task.
         task.prev_live = self.live_tail
         if self.live_tail is None:
             self.live_head = task
@@ -788,7 +781,7 @@ cdef class EventLoop:
             self.live_tail.next_live = task
         self.live_tail = task
         self.live_count += 1
-        self._ready.push(task, None)
+        return self._ready.push(task, None)
 
     cdef int step(self, Task task, object value) except -1:
         cdef PyObject *result = NULL
