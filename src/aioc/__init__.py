@@ -33,9 +33,4 @@ Join = _impl.Join
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "IMPLEMENTATION", "EventLoop", "Task", "run",
-    "Event", "ReadEvent", "WriteEvent", "SendAll", "sendall", "AcceptEvent", "ConnectEvent",
-    "Sleep", "Spawn", "Join", "Timeout", "timeout_after",
-    "Cancelled", "ResourceBusy", "ClosedResourceError", "InvalidStateError", "DEFAULT_READ_SIZE",
-]
+__all__ = ["IMPLEMENTATION", *_impl.__all__]

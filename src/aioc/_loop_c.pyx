@@ -37,6 +37,7 @@ import time
 import types
 from collections import deque
 
+from aioc import _loop_py
 from aioc import events as _events
 from aioc._loop_py import (
     MAX_POLL_TIMEOUT,
@@ -60,12 +61,8 @@ from aioc.events import (
     timeout_after,
 )
 
-__all__ = [
-    "EventLoop", "Task", "run",
-    "Event", "ReadEvent", "WriteEvent", "SendAll", "sendall", "AcceptEvent", "ConnectEvent",
-    "Sleep", "Spawn", "Join", "Timeout", "timeout_after",
-    "Cancelled", "ResourceBusy", "ClosedResourceError", "InvalidStateError", "DEFAULT_READ_SIZE",
-]
+# The same public namespace as the pure loop's.
+__all__ = _loop_py.__all__
 
 
 cdef extern from "sys/epoll.h" nogil:
