@@ -141,6 +141,15 @@ def _asyncio_loop(name: str):
     return asyncio.new_event_loop()
 
 
+def _run_asyncio(name: str, main) -> float:
+    """Run ``main`` (it returns its elapsed seconds) on a fresh loop of ``name``."""
+    loop = _asyncio_loop(name)
+    try:
+        return loop.run_until_complete(main)
+    finally:
+        loop.close()
+
+
 def asyncio_switch(name: str, tasks: int, count: int) -> dict:
     import asyncio
 
@@ -157,11 +166,7 @@ def asyncio_switch(name: str, tasks: int, count: int) -> dict:
         await asyncio.gather(*[switcher(count) for _ in range(tasks)])
         return time.perf_counter() - start
 
-    loop = _asyncio_loop(name)
-    try:
-        elapsed = loop.run_until_complete(main())
-    finally:
-        loop.close()
+    elapsed = _run_asyncio(name, main())
     return {"ops": done[0], "expected": tasks * count, "elapsed_s": elapsed}
 
 
@@ -186,11 +191,7 @@ def asyncio_spawn(name: str, count: int) -> dict:
         await finished
         return time.perf_counter() - start
 
-    loop = _asyncio_loop(name)
-    try:
-        elapsed = loop.run_until_complete(main())
-    finally:
-        loop.close()
+    elapsed = _run_asyncio(name, main())
     return {"ops": done[0], "expected": count, "elapsed_s": elapsed}
 
 
@@ -218,11 +219,7 @@ def asyncio_timers(name: str, count: int, max_delay: float) -> dict:
         await finished
         return time.perf_counter() - start
 
-    loop = _asyncio_loop(name)
-    try:
-        elapsed = loop.run_until_complete(main())
-    finally:
-        loop.close()
+    elapsed = _run_asyncio(name, main())
     return {"ops": len(late), "expected": count, "elapsed_s": elapsed, "lateness": late}
 
 
