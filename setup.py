@@ -18,11 +18,22 @@ def _load_env():
 
 
 def _extensions():
-    if _load_env().no_extensions():
+    env = _load_env()
+    if env.no_extensions():
         return []
     from Cython.Build import cythonize
 
-    loop = Extension("aioc._loop_c", ["src/aioc/_loop_c.pyx"], extra_compile_args=["-O2"])
+    # AIOC_NO_EPOLL=1 builds the compiled loop with the select backend only,
+    # as it is built where <sys/epoll.h> does not exist.
+    macros = [("AIOC_NO_EPOLL", "1")] if env.flag("AIOC_NO_EPOLL") else []
+    loop = Extension(
+        "aioc._loop_c",
+        ["src/aioc/_loop_c.pyx"],
+        include_dirs=["src/aioc"],
+        define_macros=macros,
+        extra_compile_args=["-O2"],
+        depends=[f"src/aioc/_compiled/{path.name}" for path in (HERE / "src" / "aioc" / "_compiled").iterdir()],
+    )
     return cythonize([loop], compiler_directives={"language_level": "3"})
 
 

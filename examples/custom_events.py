@@ -2,7 +2,9 @@
 
 The two event classes below do not come from aioc and do not subclass
 aioc.Event: any object with ``_yield(loop, task)`` and ``_resume(loop, task)``
-is an event.  ``python examples/custom_events.py [port]``, then
+is an event.  They ask the loop only what ``aioc.lowlevel`` documents: wait
+for a socket to be readable (naming the socket that owns the fd), and
+reschedule the task with a result.  ``python examples/custom_events.py [port]``, then
 ``printf 'hello\\n' | nc 127.0.0.1 8888``.
 """
 
@@ -19,12 +21,12 @@ class Incoming:
         self.listener = listener
 
     def _yield(self, loop, task):
-        loop._read_wait(self.listener.fileno(), self, task)
+        loop.wait_readable(self.listener.fileno(), self, task, self.listener)
 
     def _resume(self, loop, task):
         conn, peer = self.listener.accept()
         conn.setblocking(False)
-        loop._ready.append((task, (conn, peer)))
+        loop.reschedule(task, (conn, peer))
 
 
 class Chunk:
@@ -34,10 +36,10 @@ class Chunk:
         self.conn = conn
 
     def _yield(self, loop, task):
-        loop._read_wait(self.conn.fileno(), self, task)
+        loop.wait_readable(self.conn.fileno(), self, task, self.conn)
 
     def _resume(self, loop, task):
-        loop._ready.append((task, self.conn.recv(4096)))
+        loop.reschedule(task, self.conn.recv(4096))
 
 
 def log_lines(conn, peer):

@@ -261,8 +261,8 @@ def test_timeout_after_returns_the_value_in_time(aio, runner, socketpair):
         return data.upper()
 
     def main():
-        value = yield from aio.timeout_after(0.1, sub())
-        yield aio.Sleep(0.12)  # the expired bound must not fire afterwards
+        value = yield from aio.timeout_after(0.5, sub())
+        yield aio.Sleep(0.52)  # the expired bound must not fire afterwards
         return value
 
     assert runner.complete(main()) == b"DATA"

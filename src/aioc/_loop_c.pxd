@@ -1,11 +1,27 @@
-# The compiled loop's C-level interface.  Every rule it implements is
-# specified by the pure-Python loop in _loop_py.py.
+# The map of the compiled loop.  Every rule it implements is specified by the
+# pure-Python loop in _loop_py.py; a C field or method named `x` here is
+# `_x` there (Task.finished is Task._finished, EventLoop.step is
+# EventLoop._step), and tests/test_parity.py holds the two to that.
+#
+# _loop_c.pyx holds the scheduler (EventLoop) and includes one file per
+# concern from _compiled/:
+#   ready.pxi      the ready ring of (task, value) pairs and its Python view
+#   tasks.pxi      Task
+#   timers.pxi     the timer heap
+#   fdtable.pxi    the per-fd table of waiters and registrations
+#   io_backend.pxi Backend, the one interface of the backends, and the chooser
+#   io_epoll.pxi   the epoll backend       } twins of _io_epoll.py
+#   io_select.pxi  the select backend      } and _io_select.py
+#   fastpaths.pxi  C I/O for the built-in events
+#   events.pxi     the built-in events, compiled
+#   gc.pxi         garbage-collector support for the C-held references
+# and C that Cython cannot express from _compiled/aioc.h.
 
 from cpython.object cimport PyObject
 from libc.stdint cimport uint32_t, uint64_t
 
 
-cdef extern from "sys/epoll.h" nogil:
+cdef extern from "_compiled/aioc_epoll.h" nogil:
     ctypedef union epoll_data_t:
         void *ptr
         int fd
@@ -17,40 +33,28 @@ cdef extern from "sys/epoll.h" nogil:
         epoll_data_t data
 
 
-# A timer heap node.  The heap and, while it is armed, the task's
-# wait_timer or deadline field point at it; cancelling clears ``task`` and
-# the node is freed when it reaches the top or the heap is pruned.
-cdef struct TimerEntry:
-    double deadline
-    unsigned long long seq     # tie-breaker: equal deadlines fire in order
-    PyObject *task             # owned; NULL once cancelled
-    PyObject *event            # owned; NULL marks a Timeout deadline
+# -- ready.pxi ------------------------------------------------------------------
 
+# A ring of (task, value) pairs: items[2*i] is a task, items[2*i+1] its value.
+cdef struct Ring:
+    PyObject **items           # owned references
+    Py_ssize_t head
+    Py_ssize_t count
+    Py_ssize_t capacity        # in pairs, a power of two
 
-# What the loop knows about one file descriptor.
-cdef struct FdSlot:
-    PyObject *reader_event     # owned (event, task) pairs, NULL when free
-    PyObject *reader_task
-    PyObject *writer_event
-    PyObject *writer_task
-    PyObject *owner            # owned weakref to the socket epoll registered, or NULL
-    uint32_t registered        # the mask epoll holds for this fd, 0 if none
-    int spurious               # wake-ups in a row that found nothing to do
-    unsigned long long kept_at # the poll that last kept this unwaited registration
-
+cdef int ring_init(Ring *ring) except -1
+cdef int ring_push(Ring *ring, object task, object value) except -1
+cdef void ring_pop(Ring *ring, PyObject **task, PyObject **value) noexcept
+cdef int ring_grow(Ring *ring) except -1
+cdef void ring_clear(Ring *ring) noexcept
+cdef void ring_free(Ring *ring) noexcept
 
 cdef class ReadyQueue:
-    # A ring of (task, value) pairs: items[2*i] is a task, items[2*i+1] its value.
-    cdef PyObject **items
-    cdef Py_ssize_t head
-    cdef Py_ssize_t count
-    cdef Py_ssize_t capacity   # in pairs, a power of two
+    # `loop._ready`: append((task, value)) and len() for events of the tutorial's style.
+    cdef EventLoop loop
 
-    cdef int push(self, object task, object value) except -1
-    cdef void pop(self, PyObject **task, PyObject **value) noexcept
-    cdef int grow(self) except -1
-    cdef void clear(self) noexcept
 
+# -- tasks.pxi ------------------------------------------------------------------
 
 cdef class Task:
     cdef object coro
@@ -60,32 +64,101 @@ cdef class Task:
     cdef object value              # the return value
     cdef object error              # the exception it ended with
     cdef object throw_next         # thrown in at its next step
-    cdef int wait_kind             # what it is blocked on: see WAIT_* in the .pyx
+    cdef int wait_kind             # what it is blocked on: WAIT_*
     cdef int wait_fd
     cdef TimerEntry *wait_timer
     cdef Task join_target
     cdef TimerEntry *deadline      # armed by a Timeout
     cdef list joiners              # (event, task) pairs waiting in Join
-    cdef Task prev_live            # the loop's list of live tasks
+    # C only: the loop's list of live tasks, a dict in the pure loop.
+    cdef Task prev_live
     cdef Task next_live
     cdef object __weakref__
 
 
-cdef class EventLoop:
-    cdef readonly ReadyQueue _ready
-    cdef readonly str backend
-    cdef bint use_epoll
+# -- timers.pxi -----------------------------------------------------------------
+
+# A timer heap node.  The heap and, while it is armed, the task's wait_timer
+# or deadline field point at it; cancelling clears ``task`` and the node is
+# freed when it reaches the top or the heap is pruned.
+cdef struct TimerEntry:
+    double deadline
+    unsigned long long seq     # tie-breaker: equal deadlines fire in order
+    PyObject *task             # owned; NULL once cancelled
+    PyObject *event            # owned; NULL marks a Timeout deadline
+
+cdef struct TimerHeap:
+    TimerEntry **entries       # binary heap on (deadline, seq)
+    Py_ssize_t size
+    Py_ssize_t capacity
+    Py_ssize_t cancelled
+    unsigned long long seq
+
+cdef TimerEntry *timers_push(TimerHeap *heap, double deadline, Task task, object event) except NULL
+cdef TimerEntry *timers_pop(TimerHeap *heap) noexcept
+cdef bint timers_cancel(TimerHeap *heap, TimerEntry *entry) noexcept
+cdef void timers_prune(TimerHeap *heap) noexcept
+cdef void timers_clear(TimerHeap *heap) noexcept
+
+
+# -- fdtable.pxi ----------------------------------------------------------------
+
+# What the loop knows about one file descriptor.
+cdef struct FdSlot:
+    PyObject *reader_event     # owned (event, task, owner) of the reader, NULL when free
+    PyObject *reader_task
+    PyObject *reader_owner     # may be NULL: no socket object
+    PyObject *writer_event     # the same for the writer
+    PyObject *writer_task
+    PyObject *writer_owner
+    PyObject *owner            # owned weakref to the socket epoll registered, or NULL
+    uint32_t registered        # the mask epoll holds for this fd, 0 if none
+    int spurious               # wake-ups in a row that found nothing to do
+    unsigned long long kept_at # the poll that last kept this unwaited registration
+
+cdef struct FdTable:
+    FdSlot *slots
+    int size
+
+cdef int fds_ensure(FdTable *table, int fd) except -1
+cdef void fds_forget_registration(FdTable *table, int fd) noexcept
+cdef void fds_clear(FdTable *table) noexcept
+
+
+# -- io_epoll.pxi, io_select.pxi: the backends' one interface ---------------------
+
+cdef class Backend:
+    cdef readonly str name
+    # Make sure `fd` reports `mask` for `owner`'s open file.
+    cdef int watch(self, EventLoop loop, int fd, uint32_t mask, object owner) except -1
+    # Stop reporting `mask` on `fd`: no task waits for it.
+    cdef int unwatch(self, EventLoop loop, int fd, uint32_t mask) except -1
+    # Drop `fd`'s registration before its socket is closed.
+    cdef int forget(self, EventLoop loop, int fd) except -1
+    # Re-register every live registration afresh.
+    cdef int rebuild(self, EventLoop loop) except -1
+    # Wait up to `timeout` seconds; EventLoop.dispatch_io for each ready fd.
+    cdef int poll(self, EventLoop loop, double timeout) except -1
+    cdef int close(self) except -1
+
+cdef class EpollBackend(Backend):
     cdef int epfd
     cdef epoll_event *events
-    cdef FdSlot *fds
-    cdef int nfds                  # capacity of fds
+
+cdef class SelectBackend(Backend):
+    pass
+
+
+# -- _loop_c.pyx: the scheduler ---------------------------------------------------
+
+cdef class EventLoop:
+    cdef readonly str backend
+    cdef Backend io
+    cdef Ring ready
+    cdef FdTable fds
+    cdef TimerHeap timers
     cdef Py_ssize_t io_waiters     # readers plus writers registered
-    cdef unsigned long long polls  # completed epoll waits, counted from 1
-    cdef TimerEntry **timers       # binary heap on (deadline, seq)
-    cdef Py_ssize_t ntimers
-    cdef Py_ssize_t timer_capacity
-    cdef Py_ssize_t cancelled_timers
-    cdef unsigned long long timer_seq
+    cdef unsigned long long polls  # completed polls, counted from 1
     cdef Task live_head
     cdef Task live_tail
     cdef Py_ssize_t live_count
@@ -93,7 +166,6 @@ cdef class EventLoop:
     cdef bint running
     cdef bint stopping
     cdef bint closed
-    cdef bint accept_backoff_logged
     cdef char *read_buffer
     cdef int wake_fd
     cdef object wake_r
@@ -101,39 +173,34 @@ cdef class EventLoop:
     cdef object threadsafe
     cdef object exception_handler
 
+    # the contract with events (aioc.lowlevel)
+    cpdef double time(self) noexcept
+    cpdef wait_readable(self, fd, event, Task task, owner=*)
+    cpdef wait_writable(self, fd, event, Task task, owner=*)
+    cpdef wait_until(self, double deadline, event, Task task)
+    cpdef wait_task(self, target, event, Task task)
+    cpdef set_deadline(self, Task task, double deadline)
+    cpdef reschedule(self, Task task, value=*)
     # scheduling
     cpdef Task call_soon(self, object coro)
+    cdef int check_open(self) except -1
     cdef Task new_task(self, object coro)
     cdef int schedule_new(self, Task task) except -1
+    cdef int adopt_threadsafe(self) except -1
     cdef int run_once(self) except -1
     cdef int step(self, Task task, object value) except -1
-    cdef int step_raised(self, Task task) except -1
     cdef int yield_event(self, object event, Task task) except -1
-    cdef int yield_guarded(self, object event, Task task) except -1
-    cdef bint rewait_read(self, ReadEvent event, Task task) except -1
     cdef int resume_event(self, object event, Task task) except -1
-    cdef int resume_guarded(self, object event, Task task) except -1
-    cdef int recv_for(self, ReadEvent event, Task task) except -1
     cdef int schedule_throw(self, Task task, object exc) except -1
     cdef int finish(self, Task task, object value, object error) except -1
     cdef int cancel_task(self, Task task) except -1
     cdef int unwait(self, Task task) except -1
-    # waiting
-    cdef int wait_io(self, int fd, bint writing, object event, Task task) except -1
-    cdef int wait_timer(self, double deadline, object event, Task task) except -1
-    cdef int wait_join(self, object target, object event, Task task) except -1
-    cdef int arm_deadline(self, Task task, double deadline) except -1
-    cdef int send_all(self, SendAll event, Task task) except -1
-    cdef int accept_for(self, AcceptEvent event, Task task) except -1
-    # polling
-    cdef int ensure_fd(self, int fd) except -1
-    cdef int watch(self, int fd, uint32_t mask, object owner) except -1
-    cdef int unwatch(self, int fd, uint32_t mask) except -1
-    cdef void forget(self, int fd) noexcept
-    cdef void forget_slot(self, int fd) noexcept
-    cdef int rebuild(self) except -1
-    cdef int poll_epoll(self, double timeout) except -1
-    cdef int poll_select(self, double timeout) except -1
+    # C only: the slow, exception-handling halves of step and of the dispatchers
+    cdef int step_raised(self, Task task) except -1
+    cdef int yield_guarded(self, object event, Task task) except -1
+    cdef int resume_guarded(self, object event, Task task) except -1
+    # waiting and waking
+    cdef int wait_io(self, int fd, bint writing, object event, Task task, object owner) except -1
     cdef int dispatch_io(self, int fd, uint32_t mask, bint may_block) except -1
     cdef int wake_io(self, int fd, bint writer) except -1
     cdef int drain_wake(self) except -1
@@ -143,17 +210,20 @@ cdef class EventLoop:
     cdef void prune_timers(self) noexcept
     cdef void clear_timers(self) noexcept
     cdef int fire_timers(self) except -1
+    cdef int expire(self, Task task) except -1
 
 
+# -- events.pxi -------------------------------------------------------------------
 # Every event type declares `suspended` first: the C slots that make events
 # their own awaitable iterators read it right after the object header.
+
 cdef class BuiltinEvent:
     cdef bint suspended
 
 cdef class ReadEvent:
     cdef bint suspended
     cdef public object sock
-    cdef public Py_ssize_t nbytes
+    cdef readonly Py_ssize_t _nbytes
 
 cdef class WriteEvent(BuiltinEvent):
     cdef public object sock
@@ -162,8 +232,8 @@ cdef class WriteEvent(BuiltinEvent):
 cdef class SendAll:
     cdef bint suspended
     cdef public object sock
-    cdef public object data
-    cdef public Py_ssize_t sent
+    cdef readonly object _data
+    cdef public Py_ssize_t _sent   # checked where C reads it
 
 cdef class AcceptEvent(BuiltinEvent):
     cdef public object sock
@@ -174,7 +244,7 @@ cdef class ConnectEvent(BuiltinEvent):
 
 cdef class Sleep:
     cdef bint suspended
-    cdef public double seconds
+    cdef readonly double _seconds
 
 cdef class Spawn(BuiltinEvent):
     cdef public object coro

@@ -2,306 +2,128 @@
 
 ``_loop_c.pyx`` implements every rule here in C; the test suite runs against
 both.  The loop keeps a ready queue of ``(task, value)`` pairs, read and write
-waiting maps from fd to ``(event, task)``, a timer heap and a poller.  Each
+waiting maps from fd to ``(event, task, owner)``, a timer heap and a backend
+that polls (``_io_epoll.py`` or ``_io_select.py``, one interface).  Each
 pass polls I/O (without blocking while work is ready), fires due timers, and
 then steps a snapshot of the ready queue, so a task that keeps rescheduling
 itself cannot starve sockets or timers.
+
+Events talk to the loop through the contract in ``lowlevel.py``.  The
+compiled twin has the same methods; its C-level helpers drop the leading
+underscore (``_step`` here is ``step`` there), as listed in ``_loop_c.pxd``.
 """
 
 from __future__ import annotations
 
-import errno
 import heapq
 import logging
-import select
-import signal
 import socket
-import threading
 import time
 import types
-import weakref
 from collections import deque
 from typing import Any, Callable
 
-# Re-exported with the loop: each implementation module offers the full
-# public namespace, so that tests and the chooser can take either whole.
-from .events import (
-    DEFAULT_READ_SIZE,
-    AcceptEvent,
-    Cancelled,
-    ClosedResourceError,
-    ConnectEvent,
-    Event,
-    InvalidStateError,
-    Join,
-    ReadEvent,
-    ResourceBusy,
-    SendAll,
-    Sleep,
-    Spawn,
-    Timeout,
-    WriteEvent,
-    sendall,
-    timeout_after,
-)
+from . import _constants as C
+from . import events
+from ._constants import FAULT, MAX_POLL_TIMEOUT, READABLE, TIMER_PRUNE_MIN, WRITABLE, ZOMBIE_WAKEUPS
+from ._interrupts import InterruptGuard
+from ._io_epoll import fileno_of
+from ._io_select import SelectBackend
+from .events import Cancelled, ClosedResourceError, InvalidStateError, ResourceBusy
 
-__all__ = [
-    "EventLoop", "Task", "run",
-    "Event", "ReadEvent", "WriteEvent", "SendAll", "sendall", "AcceptEvent", "ConnectEvent",
-    "Sleep", "Spawn", "Join", "Timeout", "timeout_after",
-    "Cancelled", "ResourceBusy", "ClosedResourceError", "InvalidStateError", "DEFAULT_READ_SIZE",
-]
+# Each implementation module offers the full public namespace, so that tests
+# and the chooser can take either whole.
+from .events import *  # noqa: F403
+
+__all__ = ["EventLoop", "Task", "run"]
+__all__ += events.__all__
 
 logger = logging.getLogger("aioc")
 
 ExceptionHandler = Callable[["EventLoop", dict], None]
 
-#: Longest single poll; a bound against clock or arithmetic surprises.
-MAX_POLL_TIMEOUT = 60.0
-#: select() cannot watch descriptors at or above FD_SETSIZE.
-SELECT_FD_LIMIT = 1024
-#: Spurious wake-ups in a row on one fd that mean a closed fd's file is still
-#: registered (kept open by a dup) and reporting under a reused number.
-ZOMBIE_WAKEUPS = 3
-#: Cancelled timers are pruned once they are this many and outnumber live ones.
-TIMER_PRUNE_MIN = 64
-
-_IN, _OUT = select.EPOLLIN, select.EPOLLOUT
-_FAULT = select.EPOLLERR | select.EPOLLHUP  # reported unasked: wakes reader and writer
-
-# What a blocked task waits on (Task._wait_kind); its key is the fd, the
-# timer entry or the joined task.
-_READ, _WRITE, _TIMER, _JOIN = 1, 2, 3, 4
+# What a blocked task waits on (Task._wait_kind).
+WAIT_NONE, WAIT_READ, WAIT_WRITE, WAIT_TIMER, WAIT_JOIN = 0, 1, 2, 3, 4
 
 
 class Task:
-    """A coroutine run by the loop."""
+    """A coroutine run by the loop (created by ``EventLoop.call_soon``)."""
 
+    # The compiled twin has these fields without the underscore (see _loop_c.pxd).
     __slots__ = (
-        "_coro", "_loop", "_done", "_result", "_exception", "_log_exception",
-        "_throw", "_wait_kind", "_wait_key", "_deadline", "_joiners", "__weakref__",
+        "_coro", "_loop", "_finished", "_log_exception", "_value", "_error", "_throw_next",
+        "_wait_kind", "_wait_fd", "_wait_timer", "_join_target", "_deadline", "_joiners", "__weakref__",
     )
 
     def __init__(self, coro: Any, loop: EventLoop) -> None:
+        if not isinstance(loop, EventLoop):
+            raise TypeError(C.NO_TASK_CREATION)
         if not (hasattr(coro, "send") and hasattr(coro, "throw")):
-            raise TypeError(f"expected a generator or coroutine, got {coro!r}")
+            raise TypeError(C.not_a_coroutine(coro))
         self._coro = coro
         self._loop = loop
-        self._done = False
-        self._result: Any = None
-        self._exception: BaseException | None = None
+        self._finished = False
         self._log_exception = False  # an exception nobody has looked at yet
-        self._throw: BaseException | None = None  # thrown in at the next step
-        self._wait_kind = 0
-        self._wait_key: Any = None
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self._throw_next: BaseException | None = None  # thrown in at the next step
+        self._wait_kind = WAIT_NONE
+        self._wait_fd = -1
+        self._wait_timer: list | None = None  # the timer entry it waits on
+        self._join_target: Task | None = None
         self._deadline: list | None = None  # the timer entry of a Timeout
         self._joiners: list | None = None  # (event, task) pairs waiting in Join
 
     def done(self) -> bool:
-        return self._done
+        return self._finished
 
     def result(self) -> Any:
         """The coroutine's return value; raises its exception instead if it had one."""
-        if not self._done:
-            raise InvalidStateError("task is not done")
+        if not self._finished:
+            raise InvalidStateError(C.TASK_NOT_DONE)
         self._log_exception = False
-        if self._exception is not None:
-            raise self._exception
-        return self._result
+        if self._error is not None:
+            raise self._error
+        return self._value
 
     def exception(self) -> BaseException | None:
-        if not self._done:
-            raise InvalidStateError("task is not done")
+        if not self._finished:
+            raise InvalidStateError(C.TASK_NOT_DONE)
         self._log_exception = False
-        return self._exception
+        return self._error
 
     def cancel(self) -> bool:
         """Throw :class:`Cancelled` into the task at its current yield.
 
         Returns False if the task has already finished.
         """
-        if self._done:
+        if self._finished:
             return False
-        self._loop._cancel(self)
+        self._loop._cancel_task(self)
         return True
 
     def cancelled(self) -> bool:
-        return self._done and isinstance(self._exception, Cancelled)
+        return self._finished and isinstance(self._error, Cancelled)
 
     def __repr__(self) -> str:
         name = getattr(self._coro, "__qualname__", type(self._coro).__name__)
-        state = "pending" if not self._done else "cancelled" if self.cancelled() else "done"
+        state = "pending" if not self._finished else "cancelled" if self.cancelled() else "done"
         return f"<Task {name} {state}>"
 
     def __del__(self) -> None:
         # getattr: __init__ may have raised (not a coroutine) before setting it.
         if getattr(self, "_log_exception", False):
-            self._loop.call_exception_handler(
-                {"message": "Task exception was never retrieved", "exception": self._exception, "task": self}
-            )
+            self._loop.call_exception_handler({"message": C.NEVER_RETRIEVED, "exception": self._error, "task": self})
 
 
-class _EpollPoller:
-    """Level-triggered epoll with persistent registrations.
-
-    An fd stays registered while the same socket object waits on it with the
-    same interest, which saves an ``epoll_ctl`` per wait.  A registration is
-    removed lazily, when an event arrives that no task waits for.
-    """
-
-    name = "epoll"
-
-    def __init__(self) -> None:
-        self._epoll = select.epoll()
-        self._masks: dict[int, int] = {}
-        # The socket each registration was made for.  epoll tracks open files,
-        # not numbers: another socket on the same fd number needs a new one.
-        self._owners: dict[int, weakref.ref | None] = {}
-
-    def watch(self, fd: int, mask: int, owner: Any) -> None:
-        """Make sure ``fd`` reports ``mask`` for ``owner``'s open file."""
-        registered = self._masks.get(fd, 0)
-        ref = self._owners.get(fd)
-        old_owner = ref() if ref is not None else None
-        if old_owner is not None and old_owner is owner and registered & mask == mask:
-            return
-        # A different owner: the old registration may have died with its file.
-        same_file = old_owner is not None and _fileno(old_owner) == fd
-        if registered and same_file:
-            mask |= registered
-            try:
-                self._epoll.modify(fd, mask)
-            except FileNotFoundError:
-                self._epoll.register(fd, mask)
-        else:
-            try:
-                self._epoll.register(fd, mask)
-            except FileExistsError:
-                self._epoll.modify(fd, mask)
-        self._masks[fd] = mask
-        self._owners[fd] = _weak(owner)
-
-    def unwatch(self, fd: int, mask: int) -> None:
-        """Stop reporting ``mask`` on ``fd``: no task waits for it."""
-        remaining = self._masks.get(fd, 0) & ~mask
-        try:
-            if remaining:
-                self._epoll.modify(fd, remaining)
-                self._masks[fd] = remaining
-            else:
-                self._masks.pop(fd, None)
-                self._owners.pop(fd, None)
-                self._epoll.unregister(fd)
-        except OSError:
-            # The fd was closed (or reused) while a dup keeps its old file
-            # registered: epoll can no longer name that registration and
-            # would report it forever.  Start from a fresh epoll instance.
-            self.rebuild()
-
-    def forget(self, fd: int) -> None:
-        if self._masks.pop(fd, None) is not None:
-            self._owners.pop(fd, None)
-            try:
-                self._epoll.unregister(fd)
-            except OSError:
-                pass
-
-    def rebuild(self) -> None:
-        """Re-register every live registration on a new epoll instance."""
-        old = self._epoll
-        self._epoll = select.epoll()
-        old.close()
-        for fd, mask in list(self._masks.items()):
-            try:
-                self._epoll.register(fd, mask)
-            except OSError:
-                del self._masks[fd]
-                self._owners.pop(fd, None)
-
-    def poll(self, timeout: float) -> list[tuple[int, int]]:
-        return self._epoll.poll(timeout)
-
-    def close(self) -> None:
-        self._epoll.close()
-
-
-class _SelectPoller:
-    """select(): portable, no state between polls, limited to fds below 1024."""
-
-    name = "select"
-
-    def __init__(self, loop: EventLoop) -> None:
-        if loop._wake_fd >= SELECT_FD_LIMIT:
-            raise ValueError(f"file descriptor {loop._wake_fd} is too large for the select backend")
-        self._readers = loop._read_waiting
-        self._writers = loop._write_waiting
-        self._wake_fd = loop._wake_fd
-
-    def watch(self, fd: int, mask: int, owner: Any) -> None:
-        if fd >= SELECT_FD_LIMIT:
-            raise ValueError(
-                f"file descriptor {fd} is too large for the select backend "
-                f"(limit {SELECT_FD_LIMIT}); use backend='epoll'"
-            )
-
-    def unwatch(self, fd: int, mask: int) -> None:
-        pass
-
-    def forget(self, fd: int) -> None:
-        pass
-
-    def rebuild(self) -> None:
-        pass
-
-    def poll(self, timeout: float) -> list[tuple[int, int]]:
-        readers = [self._wake_fd, *self._readers]
-        try:
-            readable, writable, _ = select.select(readers, self._writers, (), timeout)
-        except OSError as exc:
-            if exc.errno != errno.EBADF:
-                raise
-            # Some waited-on fd was closed: report it as faulty, so that its
-            # waiters' own I/O raises the real error.
-            return [(fd, _FAULT) for fd in sorted({*readers, *self._writers}) if not _is_open(fd)]
-        events = dict.fromkeys(readable, _IN)
-        for fd in writable:
-            events[fd] = events.get(fd, 0) | _OUT
-        return sorted(events.items())  # ascending fd order, on both loops
-
-    def close(self) -> None:
-        pass
-
-
-def _fileno(sock: Any) -> int:
-    try:
-        return sock.fileno()
-    except Exception:
-        return -1
-
-
-def _weak(owner: Any) -> weakref.ref | None:
-    try:
-        return weakref.ref(owner)
-    except TypeError:
-        return None
-
-
-def _is_open(fd: int) -> bool:
-    try:
-        select.select([fd], [], [], 0)
-    except (OSError, ValueError):
-        return False
-    return True
-
-
-def _not_an_event(task: Task, value: Any) -> TypeError:
+def not_an_event(task: Any, value: Any) -> TypeError:
     hint = ""
     if isinstance(value, (types.GeneratorType, types.CoroutineType)):
         hint = "; use 'yield from' to run a sub-coroutine"
     return TypeError(f"{task!r} yielded {value!r}, which is not an event (an object with _yield and _resume){hint}")
 
 
-def _default_exception_handler(loop: EventLoop, context: dict) -> None:
+def default_exception_handler(loop: Any, context: dict) -> None:
     exc = context.get("exception")
     message = context.get("message", "Unhandled error in the event loop")
     task = context.get("task")
@@ -310,24 +132,48 @@ def _default_exception_handler(loop: EventLoop, context: dict) -> None:
     logger.error(message, exc_info=(type(exc), exc, exc.__traceback__) if exc is not None else None)
 
 
+def is_stale(owner: Any, fd: int) -> bool:
+    """Whether a waiter's socket no longer owns ``fd`` (closed behind the loop's back)."""
+    return owner is not None and hasattr(owner, "fileno") and fileno_of(owner) != fd
+
+
+def check_fd(fd: Any) -> int:
+    if isinstance(fd, bool) or not isinstance(fd, int):
+        raise TypeError(f"file descriptor must be an int, got {type(fd).__name__}")
+    if fd < 0:
+        raise ValueError(C.closed_fd(fd))
+    return fd
+
+
+def check_deadline(deadline: Any) -> float:
+    # NaN never compares due: a NaN timer would stay on top of the heap forever.
+    return events.check_seconds(deadline, "deadline")
+
+
+def make_backend(name: str | None, loop: EventLoop) -> Any:
+    available = C.available_backends()
+    if name is None:
+        name = available[0]
+    if name not in available:
+        raise ValueError(C.unknown_backend(name))
+    if name == "epoll":
+        from ._io_epoll import EpollBackend
+
+        return EpollBackend(loop)
+    return SelectBackend(loop)
+
+
 class EventLoop:
     """Runs generator coroutines (and ``async def`` coroutines) that yield events.
 
     ``backend`` is ``"epoll"`` (the default where available) or ``"select"``.
     """
 
-    ACCEPT_BACKOFF_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
-    #: Seconds an accept waits before retrying after running out of fds or memory.
-    ACCEPT_BACKOFF = 0.1
-
     def __init__(self, backend: str | None = None) -> None:
-        if backend is None:
-            backend = "epoll" if hasattr(select, "epoll") else "select"
-        if backend not in ("epoll", "select") or (backend == "epoll" and not hasattr(select, "epoll")):
-            raise ValueError(f"unknown or unavailable backend {backend!r}; choose 'epoll' or 'select'")
         self._ready: deque[tuple[Task, Any]] = deque()
-        self._read_waiting: dict[int, tuple[Any, Task]] = {}
-        self._write_waiting: dict[int, tuple[Any, Task]] = {}
+        # fd -> (event, task, owner) of the one reader and the one writer.
+        self._read_waiting: dict[int, tuple[Any, Task, Any]] = {}
+        self._write_waiting: dict[int, tuple[Any, Task, Any]] = {}
         self._timers: list[list] = []  # heap of [deadline, seq, task or None, event or None]
         self._timer_seq = 0
         self._cancelled_timers = 0
@@ -337,29 +183,26 @@ class EventLoop:
         self._stopping = False
         self._closed = False
         self._exception_handler: ExceptionHandler | None = None
-        self._accept_backoff_logged = False
+        self._polls = 1  # completed polls, so that a _kept_at of 0 means "never kept"
         self._spurious: dict[int, int] = {}
-        # Unwaited fds whose registration the last dispatch kept (see _dispatch_io).
-        self._kept_idle: set[int] = set()
+        # The poll at which an unwaited fd's registration was last kept (see _dispatch_io).
+        self._kept_at: dict[int, int] = {}
         # Another thread (or a signal) wakes a blocked poll through this pair.
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._wake_fd = self._wake_r.fileno()
         self._threadsafe: deque[Task] = deque()
-        self.backend = backend
-        self._poller: _EpollPoller | _SelectPoller
-        if backend == "epoll":
-            self._poller = _EpollPoller()
-            self._poller.watch(self._wake_fd, _IN, self._wake_r)
-        else:
-            self._poller = _SelectPoller(self)
+        try:
+            self._io = make_backend(backend, self)
+        except BaseException:
+            self._wake_r.close()
+            self._wake_w.close()
+            raise
+        self.backend: str = self._io.name
+        self._io.watch(self._wake_fd, READABLE, self._wake_r)
 
     # -- public API ---------------------------------------------------------
-
-    @property
-    def _num_tasks(self) -> int:
-        return len(self._tasks)
 
     def time(self) -> float:
         """The loop's clock: ``time.monotonic()``."""
@@ -368,15 +211,14 @@ class EventLoop:
     def call_soon(self, coro: Any) -> Task:
         """Schedule ``coro`` (a generator or coroutine) as a new task."""
         self._check_open()
-        task = Task(coro, self)
-        self._tasks[task] = None
-        self._ready.append((task, None))
+        task = self._new_task(coro)
+        self._schedule_new(task)
         return task
 
     def call_soon_threadsafe(self, coro: Any) -> Task:
         """Like :meth:`call_soon`, from any thread; wakes a blocked poll."""
         self._check_open()
-        task = Task(coro, self)
+        task = self._new_task(coro)
         self._threadsafe.append(task)
         self._wake()
         return task
@@ -390,11 +232,11 @@ class EventLoop:
         # Refuse before scheduling: a refused coroutine must not run later.
         self._check_open()
         if self._running:
-            raise RuntimeError("the event loop is already running")
+            raise RuntimeError(C.LOOP_RUNNING)
         task = coro if isinstance(coro, Task) and coro._loop is self else self.call_soon(coro)
         self._run(task)
-        if not task._done:
-            raise RuntimeError("the loop stopped before the task finished")
+        if not task._finished:
+            raise RuntimeError(C.STOPPED_EARLY)
         return task.result()
 
     def stop(self) -> None:
@@ -409,19 +251,18 @@ class EventLoop:
         return self._closed
 
     def close(self) -> None:
-        """Close every unfinished coroutine (its ``finally`` blocks run), then the poller."""
+        """Close every unfinished coroutine (its ``finally`` blocks run), then the backend."""
         if self._closed:
             return
         if self._running:
-            raise RuntimeError("cannot close a running loop")
+            raise RuntimeError(C.CLOSE_RUNNING)
         self._closed = True
-        self._tasks.update(dict.fromkeys(self._threadsafe))
-        self._threadsafe.clear()
+        self._adopt_threadsafe()
         for task in list(self._tasks):
             self._close_task(task)
         self._ready.clear()
-        self._timers.clear()
-        self._poller.close()
+        self._clear_timers()
+        self._io.close()
         self._wake_r.close()
         self._wake_w.close()
 
@@ -438,7 +279,7 @@ class EventLoop:
                 if waiter is not None:
                     self._unwait(waiter[1])
                     self._schedule_throw(waiter[1], ClosedResourceError())
-            self._poller.forget(fd)
+            self._io.forget(fd)
         sock.close()
 
     def set_exception_handler(self, handler: ExceptionHandler | None) -> None:
@@ -446,11 +287,11 @@ class EventLoop:
         self._exception_handler = handler
 
     def call_exception_handler(self, context: dict) -> None:
-        handler = self._exception_handler or _default_exception_handler
+        handler = self._exception_handler or default_exception_handler
         try:
             handler(self, context)
         except Exception:
-            logger.exception("Exception in the exception handler")
+            logger.exception(C.HANDLER_ERROR)
 
     def __enter__(self) -> EventLoop:
         return self
@@ -458,34 +299,33 @@ class EventLoop:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    # -- protected API used by events ----------------------------------------
+    # -- the contract with events (aioc.lowlevel) -----------------------------
 
-    def _read_wait(self, fd: int, event: Any, task: Task) -> None:
-        self._io_wait(self._read_waiting, _IN, _READ, fd, event, task)
+    def wait_readable(self, fd: int, event: Any, task: Task, owner: Any = None) -> None:
+        self._wait_io(check_fd(fd), False, event, task, owner)
 
-    def _write_wait(self, fd: int, event: Any, task: Task) -> None:
-        self._io_wait(self._write_waiting, _OUT, _WRITE, fd, event, task)
+    def wait_writable(self, fd: int, event: Any, task: Task, owner: Any = None) -> None:
+        self._wait_io(check_fd(fd), True, event, task, owner)
 
-    def _timer_wait(self, deadline: float, event: Any, task: Task) -> None:
-        """Call ``event._resume(loop, task)`` at ``deadline`` (monotonic seconds)."""
-        task._wait_kind, task._wait_key = _TIMER, self._add_timer(deadline, task, event)
+    def wait_until(self, deadline: float, event: Any, task: Task) -> None:
+        task._wait_timer = self._add_timer(check_deadline(deadline), task, event)
+        task._wait_kind = WAIT_TIMER
 
-    def _join_wait(self, target: Task, event: Any, task: Task) -> None:
-        """Call ``event._resume(loop, task)`` when ``target`` finishes."""
+    def wait_task(self, target: Any, event: Any, task: Task) -> None:
         if not isinstance(target, Task) or target._loop is not self:
-            raise TypeError(f"Join() needs a task of this loop, got {target!r}")
+            raise TypeError(C.not_a_task_of(target))
         if target is task:
-            raise RuntimeError("a task cannot join itself")
-        if target._done:
+            raise RuntimeError(C.JOIN_SELF)
+        if target._finished:
             self._resume_event(event, task)
             return
         if target._joiners is None:
             target._joiners = []
         target._joiners.append((event, task))
-        task._wait_kind, task._wait_key = _JOIN, target
+        task._wait_kind, task._join_target = WAIT_JOIN, target
 
-    def _set_deadline(self, task: Task, deadline: float) -> None:
-        """Throw TimeoutError into ``task`` if it is still blocked at ``deadline``."""
+    def set_deadline(self, task: Task, deadline: float) -> None:
+        deadline = check_deadline(deadline)
         current = task._deadline
         if current is not None:
             if current[0] <= deadline:
@@ -493,17 +333,33 @@ class EventLoop:
             self._cancel_timer(current)
         task._deadline = self._add_timer(deadline, task, None)
 
-    def _accept_backoff(self, event: Any, task: Task, exc: OSError) -> None:
-        if not self._accept_backoff_logged:
-            self._accept_backoff_logged = True
-            logger.warning("accept() failed (%s); retrying every %.1f s", exc, self.ACCEPT_BACKOFF)
-        self._timer_wait(self.time() + self.ACCEPT_BACKOFF, event, task)
+    def reschedule(self, task: Task, value: Any = None) -> None:
+        if not isinstance(task, Task):
+            raise TypeError(f"expected a Task, got {task!r}")
+        if task._loop is not self:
+            raise ValueError(f"{task!r} belongs to another loop")
+        self._ready.append((task, value))
+
+    # -- the tutorial's names, kept for programs written against them -------
+
+    @property
+    def _num_tasks(self) -> int:
+        return len(self._tasks)
+
+    def _read_wait(self, fd: int, event: Any, task: Task) -> None:
+        self.wait_readable(fd, event, task, getattr(event, "sock", None))
+
+    def _write_wait(self, fd: int, event: Any, task: Task) -> None:
+        self.wait_writable(fd, event, task, getattr(event, "sock", None))
+
+    def _timer_wait(self, deadline: float, event: Any, task: Task) -> None:
+        self.wait_until(deadline, event, task)
 
     # -- the kernel ----------------------------------------------------------
 
     def _check_open(self) -> None:
         if self._closed:
-            raise RuntimeError("the event loop is closed")
+            raise RuntimeError(C.LOOP_CLOSED)
 
     def _wake(self) -> None:
         try:
@@ -514,30 +370,25 @@ class EventLoop:
     def _run(self, until: Task | None) -> None:
         self._check_open()
         if self._running:
-            raise RuntimeError("the event loop is already running")
+            raise RuntimeError(C.LOOP_RUNNING)
         self._running = True
         self._stopping = False
-        old_wakeup_fd = self._install_signal_wakeup()
+        guard = InterruptGuard(self.stop, self._wake_w.fileno())
         try:
+            guard.install()
             while not self._stopping:
                 if until is not None:
-                    if until._done:
+                    if until._finished:
                         break
                 elif not self._tasks and not self._threadsafe:
                     break
                 self._run_once()
         finally:
-            if old_wakeup_fd is not None:
-                signal.set_wakeup_fd(old_wakeup_fd)
+            guard.uninstall()
             self._running = False
             self._stopping = False
-
-    def _install_signal_wakeup(self) -> int | None:
-        # A signal that lands just before the poll blocks would otherwise be
-        # noticed only when the poll returns on its own.
-        if threading.current_thread() is not threading.main_thread():
-            return None
-        return signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
+        if guard.pending:
+            raise KeyboardInterrupt
 
     def _run_once(self) -> None:
         ready = self._ready
@@ -549,50 +400,71 @@ class EventLoop:
             timeout = MAX_POLL_TIMEOUT
         # A zero-timeout poll is pointless when no task waits on I/O.
         if timeout or self._read_waiting or self._write_waiting:
-            self._dispatch_io(self._poller.poll(timeout), timeout > 0)
+            polled = self._io.poll(timeout)
+            self._polls += 1
+            # Waiters are looked up per fd, not before the batch: an earlier
+            # handler in the same batch may have removed them.
+            for fd, mask in polled:
+                self._dispatch_io(fd, mask, timeout > 0)
         if self._threadsafe:
             self._adopt_threadsafe()
         if self._timers:
             self._fire_timers()
+        # A snapshot: what the steps schedule runs next pass, after a poll.
         for _ in range(len(ready)):
             task, value = ready.popleft()
             self._step(task, value)
 
+    def _new_task(self, coro: Any) -> Task:
+        return Task(coro, self)
+
+    def _schedule_new(self, task: Task) -> None:
+        self._tasks[task] = None
+        self._ready.append((task, None))
+
+    def _adopt_threadsafe(self) -> None:
+        while self._threadsafe:
+            self._schedule_new(self._threadsafe.popleft())
+
     def _step(self, task: Task, value: Any) -> None:
-        if task._done:
+        if task._finished:
             return  # a stale entry: the task was ended while it sat in the queue
         if task._deadline is not None:
             self._cancel_timer(task._deadline)
             task._deadline = None
         self._current = task
         try:
-            error = task._throw
+            error = task._throw_next
             if error is None:
                 event = task._coro.send(value)
             else:
-                task._throw = None
+                task._throw_next = None
                 event = task._coro.throw(error)
         except StopIteration as stop:
+            self._current = None
             self._finish(task, stop.value, None)
         except (KeyboardInterrupt, SystemExit) as exc:
+            self._current = None
             self._finish(task, None, exc)
             task._log_exception = False  # it propagates to run_forever's caller
             raise
         except BaseException as exc:
+            self._current = None
             self._finish(task, None, exc)
         else:
-            if task._throw is not None:
-                self._ready.append((task, None))  # cancelled while it ran
-            elif hasattr(event, "_yield"):
-                self._yield_event(event, task)
-            else:
-                self._schedule_throw(task, _not_an_event(task, event))
-        finally:
             self._current = None
+            if task._throw_next is not None:
+                self._ready.append((task, None))  # cancelled while it ran
+            else:
+                self._yield_event(event, task)
 
     def _yield_event(self, event: Any, task: Task) -> None:
+        method = getattr(event, "_yield", None)
+        if method is None:
+            self._schedule_throw(task, not_an_event(task, event))
+            return
         try:
-            event._yield(self, task)
+            method(self, task)
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as exc:
@@ -613,22 +485,22 @@ class EventLoop:
         return False
 
     def _schedule_throw(self, task: Task, exc: BaseException) -> None:
-        task._throw = exc
+        task._throw_next = exc
         self._ready.append((task, None))
 
-    def _finish(self, task: Task, result: Any, exc: BaseException | None) -> None:
-        task._done = True
-        task._result = result
-        task._exception = exc
-        task._log_exception = exc is not None and not isinstance(exc, Cancelled)
+    def _finish(self, task: Task, value: Any, error: BaseException | None) -> None:
+        task._finished = True
+        task._value = value
+        task._error = error
+        task._log_exception = error is not None and not isinstance(error, Cancelled)
         del self._tasks[task]
         joiners, task._joiners = task._joiners, None
         for event, joiner in joiners or ():
-            joiner._wait_kind = 0
+            joiner._wait_kind, joiner._join_target = WAIT_NONE, None
             self._resume_event(event, joiner)
 
-    def _cancel(self, task: Task) -> None:
-        task._throw = Cancelled()
+    def _cancel_task(self, task: Task) -> None:
+        task._throw_next = Cancelled()
         if task is self._current:
             return  # thrown in when it next yields
         if task._wait_kind:
@@ -642,91 +514,84 @@ class EventLoop:
         try:
             task._coro.close()
         except BaseException as exc:  # e.g. a finally block that yields
-            self.call_exception_handler(
-                {"message": "Error while closing a task", "exception": exc, "task": task}
-            )
-        if not task._done:
+            self.call_exception_handler({"message": C.CLOSE_ERROR, "exception": exc, "task": task})
+        if not task._finished:
             self._finish(task, None, Cancelled())
 
     # -- waiting and waking ---------------------------------------------------
 
-    def _io_wait(self, table: dict, flag: int, kind: int, fd: int, event: Any, task: Task) -> None:
-        if not isinstance(fd, int):
-            raise TypeError(f"file descriptor must be an int, got {type(fd).__name__}")
-        if fd < 0:
-            raise ValueError(f"cannot wait on file descriptor {fd}: the socket is closed")
+    def _wait_io(self, fd: int, writing: bool, event: Any, task: Task, owner: Any) -> None:
+        table, other = (self._write_waiting, self._read_waiting) if writing else (self._read_waiting, self._write_waiting)
         waiter = table.get(fd)
         if waiter is not None:
-            if not _stale(waiter[0], fd):
-                raise ResourceBusy(f"another task already waits on file descriptor {fd}")
+            if not is_stale(waiter[2], fd):
+                raise ResourceBusy(C.busy_fd(fd))
             # The socket it waited on was closed and its number reused.
             self._unwait(waiter[1])
             self._schedule_throw(waiter[1], ClosedResourceError())
-        other = self._write_waiting if kind == _READ else self._read_waiting
-        mask = _IN | _OUT if fd in other else flag
-        self._poller.watch(fd, mask, getattr(event, "sock", None))
-        table[fd] = (event, task)
-        task._wait_kind, task._wait_key = kind, fd
+        mask = READABLE | WRITABLE if fd in other else WRITABLE if writing else READABLE
+        self._io.watch(fd, mask, owner)
+        table[fd] = (event, task, owner)
+        task._wait_kind, task._wait_fd = (WAIT_WRITE if writing else WAIT_READ), fd
 
     def _unwait(self, task: Task) -> None:
         """Remove ``task``'s registration, whatever it waits on."""
-        kind, key = task._wait_kind, task._wait_key
-        task._wait_kind, task._wait_key = 0, None
-        if kind == _READ:
-            del self._read_waiting[key]
-        elif kind == _WRITE:
-            del self._write_waiting[key]
-        elif kind == _TIMER:
-            self._cancel_timer(key)
-        elif kind == _JOIN:
-            key._joiners = [joiner for joiner in key._joiners if joiner[1] is not task]
+        kind = task._wait_kind
+        task._wait_kind = WAIT_NONE
+        if kind == WAIT_READ:
+            del self._read_waiting[task._wait_fd]
+        elif kind == WAIT_WRITE:
+            del self._write_waiting[task._wait_fd]
+        elif kind == WAIT_TIMER:
+            self._cancel_timer(task._wait_timer)
+            task._wait_timer = None
+        elif kind == WAIT_JOIN:
+            target, task._join_target = task._join_target, None
+            target._joiners = [joiner for joiner in target._joiners if joiner[1] is not task]
 
-    def _dispatch_io(self, events: list[tuple[int, int]], may_block: bool) -> None:
-        """Wake the waiters of ready fds; unregister unwaited fds if ``may_block``.
+    def _dispatch_io(self, fd: int, mask: int, may_block: bool) -> None:
+        """Wake the waiters of a ready fd; unregister it if nobody waits.
 
         While tasks are ready, an fd with no waiter usually belongs to a task
         that is about to wait on it again (a server that has just replied),
         so its registration is kept: level-triggered, it reports again.  Only
         a poll that could block drops it, so that it cannot spin the loop;
-        and so does a second dispatch in a row that finds it unwaited, so that
+        and so does a second poll in a row that finds it unwaited, so that
         idle fds (a writable socket nobody writes to) are not reported on
         every pass while some task keeps the ready queue busy.
         """
-        kept_before, kept = self._kept_idle, set()
-        # Waiters are looked up here, not before the batch: an earlier handler
-        # in the same batch may have removed them.
-        for fd, mask in events:
-            if fd == self._wake_fd:
-                self._drain_wake()
-                continue
-            idle = 0
-            if mask & (_IN | _FAULT):
-                waiter = self._read_waiting.pop(fd, None)
-                if waiter is None:
-                    idle |= _IN
-                else:
-                    self._wake_io(fd, *waiter)
-            if mask & (_OUT | _FAULT):
-                waiter = self._write_waiting.pop(fd, None)
-                if waiter is None:
-                    idle |= _OUT
-                else:
-                    self._wake_io(fd, *waiter)
-            if mask & _FAULT and fd not in self._read_waiting and fd not in self._write_waiting:
-                idle = _IN | _OUT  # hang-ups are reported unasked: unregister entirely
-            if idle:
-                if may_block or fd in kept_before:
-                    self._poller.unwatch(fd, idle)
-                else:
-                    kept.add(fd)
-        self._kept_idle = kept
+        if fd == self._wake_fd:
+            self._drain_wake()
+            return
+        idle = 0
+        if mask & (READABLE | FAULT):
+            if fd in self._read_waiting:
+                self._wake_io(fd, False)
+            else:
+                idle |= READABLE
+        if mask & (WRITABLE | FAULT):
+            if fd in self._write_waiting:
+                self._wake_io(fd, True)
+            else:
+                idle |= WRITABLE
+        if mask & FAULT and fd not in self._read_waiting and fd not in self._write_waiting:
+            idle = READABLE | WRITABLE  # hang-ups are reported unasked: unregister entirely
+        if idle:
+            if may_block or self._kept_at.get(fd, 0) == self._polls - 1:
+                self._kept_at.pop(fd, None)
+                self._io.unwatch(fd, idle)
+            else:
+                self._kept_at[fd] = self._polls
 
-    def _wake_io(self, fd: int, event: Any, task: Task) -> None:
-        task._wait_kind, task._wait_key = 0, None
+    def _wake_io(self, fd: int, writer: bool) -> None:
+        event, task, _ = (self._write_waiting if writer else self._read_waiting).pop(fd)
+        task._wait_kind = WAIT_NONE
         if self._resume_event(event, task):
             count = self._spurious.get(fd, 0) + 1
             if count >= ZOMBIE_WAKEUPS:
-                self._poller.rebuild()
+                # A closed fd's file, kept open by a dup, still reports under
+                # this reused number: only a fresh epoll instance forgets it.
+                self._io.rebuild()
                 count = 0
             self._spurious[fd] = count
         elif self._spurious:
@@ -739,12 +604,6 @@ class EventLoop:
         except OSError:
             pass
 
-    def _adopt_threadsafe(self) -> None:
-        while self._threadsafe:
-            task = self._threadsafe.popleft()
-            self._tasks[task] = None
-            self._ready.append((task, None))
-
     # -- timers ----------------------------------------------------------------
 
     def _add_timer(self, deadline: float, task: Task, event: Any) -> list:
@@ -755,13 +614,19 @@ class EventLoop:
         return entry
 
     def _cancel_timer(self, entry: list) -> None:
-        entry[2] = None  # removed lazily when it reaches the top
+        entry[2] = entry[3] = None  # removed lazily when it reaches the top
         self._cancelled_timers += 1
-        timers = self._timers
-        if self._cancelled_timers > TIMER_PRUNE_MIN and self._cancelled_timers * 2 > len(timers):
-            timers[:] = [e for e in timers if e[2] is not None]
-            heapq.heapify(timers)
-            self._cancelled_timers = 0
+        if self._cancelled_timers > TIMER_PRUNE_MIN and self._cancelled_timers * 2 > len(self._timers):
+            self._prune_timers()
+
+    def _prune_timers(self) -> None:
+        self._timers[:] = [entry for entry in self._timers if entry[2] is not None]
+        heapq.heapify(self._timers)
+        self._cancelled_timers = 0
+
+    def _clear_timers(self) -> None:
+        self._timers.clear()
+        self._cancelled_timers = 0
 
     def _fire_timers(self) -> None:
         timers = self._timers
@@ -773,7 +638,7 @@ class EventLoop:
             elif event is None:
                 self._expire(task)
             else:
-                task._wait_kind, task._wait_key = 0, None
+                task._wait_kind, task._wait_timer = WAIT_NONE, None
                 self._resume_event(event, task)
 
     def _expire(self, task: Task) -> None:
@@ -781,12 +646,6 @@ class EventLoop:
         if task._wait_kind:  # still blocked; otherwise it already got its value
             self._unwait(task)
             self._schedule_throw(task, TimeoutError())
-
-
-def _stale(event: Any, fd: int) -> bool:
-    """Whether a waiter's socket no longer owns ``fd`` (closed behind the loop's back)."""
-    sock = getattr(event, "sock", None)
-    return sock is not None and hasattr(sock, "fileno") and _fileno(sock) != fd
 
 
 def run(coro: Any, *, backend: str | None = None) -> Any:

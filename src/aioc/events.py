@@ -1,30 +1,34 @@
 """The Event API: what a coroutine yields to the loop.
 
-An event has two methods.  ``_yield(loop, task)`` runs when a task yields the
-event: it registers interest with ``loop._read_wait``/``loop._write_wait``/
-``loop._timer_wait``, or completes at once with ``loop._ready.append((task,
-value))``.  ``_resume(loop, task)`` runs when the awaited condition holds: it
-does the I/O that is now possible and queues ``(task, result)``.  An exception
-raised by either is thrown into the task at its ``yield``; a
-``BlockingIOError`` from ``_resume`` (readiness is only a hint) makes the loop
-call ``_yield`` again.
+An event has two methods, ``_yield(loop, task)`` and ``_resume(loop, task)``;
+:mod:`aioc.lowlevel` documents the contract between them and the loop, and
+the built-in events below use nothing else.  The loop accepts any object with
+these two methods; subclassing :class:`Event` is optional.
 
-The loop accepts any object with these two methods; subclassing :class:`Event`
-is optional.  This module is the pure-Python specification of the built-in
-events; the compiled loop ships twins of the hot ones with identical behaviour.
+This module is the pure-Python specification of the built-in events; the
+compiled loop ships twins of them with identical behaviour.  Fields that the
+compiled loop reads from C (``ReadEvent.nbytes``, ``SendAll.data`` and
+``SendAll.sent``, ``Sleep.seconds``, ``Timeout.deadline``) are checked when
+they are assigned, exactly as the constructor checks them.
 """
 
 from __future__ import annotations
 
 import abc
 import errno
+import logging
 import math
 import os
 import socket
+import sys
 import time
+import weakref
 from collections.abc import Generator
 from typing import Any
 
+from ._constants import ACCEPT_BACKOFF, ACCEPT_BACKOFF_ERRNOS, ACCEPT_RETRY, DEFAULT_READ_SIZE
+
+#: The public names of the Event API; the loop modules add theirs to these.
 __all__ = [
     "Cancelled",
     "ResourceBusy",
@@ -42,10 +46,10 @@ __all__ = [
     "Timeout",
     "sendall",
     "timeout_after",
+    "DEFAULT_READ_SIZE",
 ]
 
-#: Bytes asked of ``recv`` when ``ReadEvent`` is given no size.
-DEFAULT_READ_SIZE = 65536
+logger = logging.getLogger("aioc")
 
 # Per-call non-blocking I/O: a socket left in blocking mode by its owner can
 # then never freeze the loop after a spurious wake-up.
@@ -89,7 +93,7 @@ class Event(metaclass=abc.ABCMeta):
         raise NotImplementedError
 
     def _resume(self, loop: Any, task: Any) -> None:
-        """Do the now-possible work and queue ``(task, result)``."""
+        """Do the now-possible work and reschedule the task with the result."""
         raise NotImplementedError
 
     def __await__(self) -> Generator[Event, Any, Any]:
@@ -99,21 +103,39 @@ class Event(metaclass=abc.ABCMeta):
     __iter__ = __await__
 
 
-def _check_nbytes(nbytes: int) -> int:
+def check_nbytes(nbytes: object) -> int:
+    """A ``recv`` size: an int above zero."""
     if isinstance(nbytes, bool) or not isinstance(nbytes, int):
         raise TypeError(f"nbytes must be an int, got {type(nbytes).__name__}")
-    if nbytes <= 0:
-        raise ValueError(f"nbytes must be positive, got {nbytes}")
+    if not 0 < nbytes <= sys.maxsize:
+        raise ValueError(f"nbytes must be between 1 and {sys.maxsize}, got {nbytes}")
     return nbytes
 
 
-def _check_seconds(seconds: float) -> float:
+def check_seconds(seconds: object, what: str = "seconds") -> float:
+    """A duration or a deadline: a real number, not NaN."""
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
-        raise TypeError(f"seconds must be a number, got {type(seconds).__name__}")
+        raise TypeError(f"{what} must be a number, got {type(seconds).__name__}")
     seconds = float(seconds)
     if math.isnan(seconds):
-        raise ValueError("seconds must not be NaN")
+        raise ValueError(f"{what} must not be NaN")
     return seconds
+
+
+def check_sent(sent: object) -> int:
+    """A count of bytes already sent: an int, zero or more."""
+    if isinstance(sent, bool) or not isinstance(sent, int):
+        raise TypeError(f"sent must be an int, got {type(sent).__name__}")
+    if sent < 0:
+        raise ValueError(f"sent must not be negative, got {sent}")
+    return sent
+
+
+def as_send_buffer(data: object) -> bytes | memoryview:
+    """``bytes`` as they are; any other bytes-like object as a flat byte view."""
+    if type(data) is bytes:
+        return data
+    return memoryview(data).cast("B")  # type: ignore[arg-type]  # raises TypeError if not bytes-like
 
 
 def _check_event(event: object) -> None:
@@ -127,17 +149,25 @@ class ReadEvent(Event):
     Resumes with the bytes received, ``b''`` at end of file.
     """
 
-    __slots__ = ("sock", "nbytes")
+    __slots__ = ("sock", "_nbytes")
 
     def __init__(self, sock: socket.socket, nbytes: int = DEFAULT_READ_SIZE) -> None:
         self.sock = sock
-        self.nbytes = _check_nbytes(nbytes)
+        self._nbytes = check_nbytes(nbytes)
+
+    @property
+    def nbytes(self) -> int:
+        return self._nbytes
+
+    @nbytes.setter
+    def nbytes(self, nbytes: int) -> None:
+        self._nbytes = check_nbytes(nbytes)
 
     def _yield(self, loop: Any, task: Any) -> None:
-        loop._read_wait(self.sock.fileno(), self, task)
+        loop.wait_readable(self.sock.fileno(), self, task, self.sock)
 
     def _resume(self, loop: Any, task: Any) -> None:
-        loop._ready.append((task, self.sock.recv(self.nbytes, _DONTWAIT)))
+        loop.reschedule(task, self.sock.recv(self._nbytes, _DONTWAIT))
 
 
 class WriteEvent(Event):
@@ -157,36 +187,55 @@ class WriteEvent(Event):
         try:
             sent = self.sock.send(self.data, _DONTWAIT)
         except BlockingIOError:
-            loop._write_wait(self.sock.fileno(), self, task)
+            loop.wait_writable(self.sock.fileno(), self, task, self.sock)
         else:
-            loop._ready.append((task, sent))
+            loop.reschedule(task, sent)
 
     def _resume(self, loop: Any, task: Any) -> None:
-        loop._ready.append((task, self.sock.send(self.data, _DONTWAIT)))
+        loop.reschedule(task, self.sock.send(self.data, _DONTWAIT))
 
 
 class SendAll(Event):
     """Send every byte of ``data``, waiting for writability as often as needed.
 
-    Resumes with ``len(data)`` in bytes.
+    Resumes with ``len(data)`` in bytes.  ``sent`` counts the bytes already
+    sent; the send continues from there.
     """
 
-    __slots__ = ("sock", "data", "sent")
+    __slots__ = ("sock", "_data", "_sent")
 
     def __init__(self, sock: socket.socket, data: bytes) -> None:
         self.sock = sock
-        self.data = memoryview(data).cast("B")
-        self.sent = 0
+        self._data = as_send_buffer(data)
+        self._sent = 0
+
+    @property
+    def data(self) -> bytes | memoryview:
+        return self._data
+
+    @data.setter
+    def data(self, data: bytes) -> None:
+        self._data = as_send_buffer(data)
+
+    @property
+    def sent(self) -> int:
+        return self._sent
+
+    @sent.setter
+    def sent(self, sent: int) -> None:
+        self._sent = check_sent(sent)
 
     def _yield(self, loop: Any, task: Any) -> None:
-        data = self.data
+        data = self._data
+        check_sent(self._sent)  # _sent is writable: never slice from before the data
         try:
-            while self.sent < len(data):
-                self.sent += self.sock.send(data[self.sent :], _DONTWAIT)
+            while self._sent < len(data):
+                rest = memoryview(data)[self._sent :] if self._sent else data
+                self._sent += self.sock.send(rest, _DONTWAIT)
         except BlockingIOError:
-            loop._write_wait(self.sock.fileno(), self, task)
+            loop.wait_writable(self.sock.fileno(), self, task, self.sock)
         else:
-            loop._ready.append((task, self.sent))
+            loop.reschedule(task, self._sent)
 
     _resume = _yield
 
@@ -194,6 +243,22 @@ class SendAll(Event):
 def sendall(sock: socket.socket, data: bytes) -> SendAll:
     """``yield from sendall(sock, data)``: send all of ``data``, return its length."""
     return SendAll(sock, data)
+
+
+# Listening sockets whose accept() back-off has been logged: once each.
+_backoff_logged: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def accept_backoff(loop: Any, event: Any, task: Any, listener: Any, exc: OSError) -> None:
+    """Retry an accept that ran out of fds or memory after ``ACCEPT_BACKOFF`` s.
+
+    The listening socket stays readable meanwhile, so waiting on it at once
+    would spin.  Logged once per listening socket.
+    """
+    if listener not in _backoff_logged:
+        _backoff_logged.add(listener)
+        logger.warning(ACCEPT_RETRY, exc, ACCEPT_BACKOFF)
+    loop.wait_until(loop.time() + ACCEPT_BACKOFF, event, task)
 
 
 class AcceptEvent(Event):
@@ -210,16 +275,14 @@ class AcceptEvent(Event):
         self.sock = sock
 
     def _yield(self, loop: Any, task: Any) -> None:
-        loop._read_wait(self.sock.fileno(), self, task)
+        loop.wait_readable(self.sock.fileno(), self, task, self.sock)
 
     def _resume(self, loop: Any, task: Any) -> None:
         try:
             conn, address = self.sock.accept()
         except OSError as exc:
-            # Out of descriptors or buffers: the listening socket stays
-            # readable, so waiting again at once would spin.
-            if exc.errno in loop.ACCEPT_BACKOFF_ERRNOS:
-                loop._accept_backoff(self, task, exc)
+            if exc.errno in ACCEPT_BACKOFF_ERRNOS:
+                accept_backoff(loop, self, task, self.sock, exc)
                 return
             # The peer left before we accepted: not the server's problem.
             if exc.errno == errno.ECONNABORTED:
@@ -227,7 +290,7 @@ class AcceptEvent(Event):
                 return
             raise
         conn.setblocking(False)
-        loop._ready.append((task, (conn, address)))
+        loop.reschedule(task, (conn, address))
 
 
 class ConnectEvent(Event):
@@ -248,9 +311,9 @@ class ConnectEvent(Event):
     def _yield(self, loop: Any, task: Any) -> None:
         err = self.sock.connect_ex(self.address)
         if err == 0:
-            loop._ready.append((task, None))
+            loop.reschedule(task, None)
         elif err in (errno.EINPROGRESS, errno.EAGAIN, errno.EALREADY):
-            loop._write_wait(self.sock.fileno(), self, task)
+            loop.wait_writable(self.sock.fileno(), self, task, self.sock)
         else:
             raise OSError(err, os.strerror(err))
 
@@ -258,25 +321,33 @@ class ConnectEvent(Event):
         err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
             raise OSError(err, os.strerror(err))
-        loop._ready.append((task, None))
+        loop.reschedule(task, None)
 
 
 class Sleep(Event):
     """Resume after ``seconds``.  ``Sleep(0)`` moves the task to the back of the ready queue."""
 
-    __slots__ = ("seconds",)
+    __slots__ = ("_seconds",)
 
     def __init__(self, seconds: float) -> None:
-        self.seconds = _check_seconds(seconds)
+        self._seconds = check_seconds(seconds)
+
+    @property
+    def seconds(self) -> float:
+        return self._seconds
+
+    @seconds.setter
+    def seconds(self, seconds: float) -> None:
+        self._seconds = check_seconds(seconds)
 
     def _yield(self, loop: Any, task: Any) -> None:
-        if self.seconds <= 0:
-            loop._ready.append((task, None))
+        if self._seconds <= 0:
+            loop.reschedule(task, None)
         else:
-            loop._timer_wait(loop.time() + self.seconds, self, task)
+            loop.wait_until(loop.time() + self._seconds, self, task)
 
     def _resume(self, loop: Any, task: Any) -> None:
-        loop._ready.append((task, None))
+        loop.reschedule(task, None)
 
 
 class Spawn(Event):
@@ -288,7 +359,7 @@ class Spawn(Event):
         self.coro = coro
 
     def _yield(self, loop: Any, task: Any) -> None:
-        loop._ready.append((task, loop.call_soon(self.coro)))
+        loop.reschedule(task, loop.call_soon(self.coro))
 
     def _resume(self, loop: Any, task: Any) -> None:
         raise NotImplementedError
@@ -303,28 +374,37 @@ class Join(Event):
         self.task = task
 
     def _yield(self, loop: Any, task: Any) -> None:
-        loop._join_wait(self.task, self, task)
+        loop.wait_task(self.task, self, task)
 
     def _resume(self, loop: Any, task: Any) -> None:
-        loop._ready.append((task, self.task.result()))
+        loop.reschedule(task, self.task.result())
 
 
 class Timeout(Event):
     """Bound one wait: ``yield Timeout(ReadEvent(conn), 5.0)``.
 
     Raises the built-in ``TimeoutError`` at the yield when ``seconds`` pass
-    before ``event`` completes; its registration is removed.
+    before ``event`` completes; its registration is removed.  ``deadline`` is
+    the absolute time (``loop.time()`` seconds) it fires at.
     """
 
-    __slots__ = ("event", "deadline")
+    __slots__ = ("event", "_deadline")
 
     def __init__(self, event: Any, seconds: float) -> None:
         _check_event(event)
         self.event = event
-        self.deadline = time.monotonic() + _check_seconds(seconds)
+        self._deadline = time.monotonic() + check_seconds(seconds)
+
+    @property
+    def deadline(self) -> float:
+        return self._deadline
+
+    @deadline.setter
+    def deadline(self, deadline: float) -> None:
+        self._deadline = check_seconds(deadline, "deadline")
 
     def _yield(self, loop: Any, task: Any) -> None:
-        loop._set_deadline(task, self.deadline)
+        loop.set_deadline(task, self._deadline)
         self.event._yield(loop, task)
 
     def _resume(self, loop: Any, task: Any) -> None:
@@ -339,7 +419,7 @@ def timeout_after(seconds: float, coro: Any) -> Generator[Any, Any, Any]:
     pending when the time runs out, and propagates out unless ``coro``
     handles it.  Nests: the earliest deadline wins.
     """
-    deadline = time.monotonic() + _check_seconds(seconds)
+    deadline = time.monotonic() + check_seconds(seconds)
     send, throw = coro.send, coro.throw
     value: Any = None
     error: BaseException | None = None

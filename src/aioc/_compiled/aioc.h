@@ -1,0 +1,238 @@
+/* C that Cython cannot express, for the compiled loop (_loop_c.pyx).
+
+   Everything here is static: the header is included once, by _loop_c.c. */
+#ifndef AIOC_H
+#define AIOC_H
+
+#include <Python.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <sys/socket.h>
+
+/* -- sockets ------------------------------------------------------------ */
+
+/* A socket object starts with its fd, family, type and protocol, right after
+   the object header: the layout CPython's socket module has always had.
+   Checked at import (_check_socket_layout). */
+typedef struct { PyObject_HEAD int sock_fd; int sock_family; int sock_type; int sock_proto; } aioc_socket_head;
+#define aioc_socket_fd(o) (((aioc_socket_head *)(o))->sock_fd)
+#define aioc_socket_family(o) (((aioc_socket_head *)(o))->sock_family)
+#define aioc_socket_type(o) (((aioc_socket_head *)(o))->sock_type)
+#define aioc_socket_proto(o) (((aioc_socket_head *)(o))->sock_proto)
+#define aioc_weakref_target(ref) PyWeakref_GET_OBJECT(ref)
+
+/* The (host, port) or (host, port, flowinfo, scope_id) that accept() returns,
+   as the socket module builds it, with IPv4 hosts formatted here: glibc's
+   inet_ntop goes through printf. */
+static PyObject *aioc_inet_address(const struct sockaddr_storage *address) {
+    char host[INET6_ADDRSTRLEN];
+    if (address->ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)address;
+        const unsigned char *b = (const unsigned char *)&in->sin_addr;
+        char *p = host;
+        int i;
+        for (i = 0; i < 4; i++) {
+            unsigned v = b[i];
+            if (v >= 100) *p++ = (char)('0' + v / 100);
+            if (v >= 10) *p++ = (char)('0' + v / 10 % 10);
+            *p++ = (char)('0' + v % 10);
+            if (i < 3) *p++ = '.';
+        }
+        return Py_BuildValue("(s#i)", host, (Py_ssize_t)(p - host), ntohs(in->sin_port));
+    }
+    if (address->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)address;
+        if (inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host)) == NULL)
+            return PyErr_SetFromErrno(PyExc_OSError);
+        return Py_BuildValue("(siII)", host, ntohs(in6->sin6_port),
+                             (unsigned int)ntohl(in6->sin6_flowinfo), (unsigned int)in6->sin6_scope_id);
+    }
+    PyErr_SetString(PyExc_ValueError, "not an internet address");
+    return NULL;
+}
+
+/* An exact int in 1..PY_SSIZE_T_MAX as a C size; 0 for anything else, with
+   no error set, so that the caller's Python check raises the precise one. */
+static Py_ssize_t aioc_positive_size(PyObject *o) {
+    Py_ssize_t size;
+    if (!PyLong_CheckExact(o)) return 0;
+    size = PyLong_AsSsize_t(o);
+    if (size == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    return size > 0 ? size : 0;
+}
+
+/* -- events as their own awaitable iterators ---------------------------- */
+
+/* A compiled event is its own awaitable iterator, so that `yield from event`
+   and `await event` allocate nothing: the first send yields the event, the
+   next returns the value the loop resumed the task with.  Every compiled
+   event type declares `suspended` as its first field.
+
+   The flag is per event, so while one task is suspended on an event, another
+   task that awaits the same event gets an iterator of its own (the pure
+   Event.__await__ generator) instead of the shared flag. */
+typedef struct { PyObject_HEAD int suspended; } aioc_event_head;
+#define aioc_event_suspended(o) (((aioc_event_head *)(o))->suspended)
+
+static PyObject *aioc_raise_thrown = NULL;   /* raises what gen.throw() passes on */
+static PyObject *aioc_await_shared = NULL;   /* Event.__await__: one generator per await */
+
+static PySendResult aioc_event_send(PyObject *self, PyObject *arg, PyObject **result) {
+    aioc_event_head *event = (aioc_event_head *)self;
+    event->suspended = !event->suspended;
+    *result = event->suspended ? self : arg;
+    Py_INCREF(*result);
+    return event->suspended ? PYGEN_NEXT : PYGEN_RETURN;
+}
+
+static PyObject *aioc_event_next(PyObject *self) {
+    PyObject *result;
+    if (aioc_event_send(self, Py_None, &result) == PYGEN_NEXT) return result;
+    Py_DECREF(result);
+    return NULL;  /* exhausted: StopIteration without an object */
+}
+
+static PyObject *aioc_event_iter(PyObject *self) {
+    if (aioc_event_suspended(self)) return PyObject_CallOneArg(aioc_await_shared, self);
+    Py_INCREF(self);
+    return self;
+}
+
+/* gen.throw() and gen.close() pass on to the iterator a coroutine is
+   suspended in: the event forgets the suspension, then raises. */
+static PyObject *aioc_event_throw(PyObject *self, PyObject *args) {
+    aioc_event_suspended(self) = 0;
+    return PyObject_Call(aioc_raise_thrown, args, NULL);
+}
+
+static PyObject *aioc_event_close(PyObject *self, PyObject *unused) {
+    aioc_event_suspended(self) = 0;
+    Py_RETURN_NONE;
+}
+
+static PyObject *aioc_event_iter_method(PyObject *self, PyObject *unused) {
+    return aioc_event_iter(self);
+}
+
+static PyObject *aioc_event_next_method(PyObject *self, PyObject *unused) {
+    PyObject *result = aioc_event_next(self);
+    if (result == NULL && !PyErr_Occurred()) PyErr_SetNone(PyExc_StopIteration);
+    return result;
+}
+
+/* For Python subclasses, which do not inherit am_send (CPython 3.11). */
+static PyObject *aioc_event_send_method(PyObject *self, PyObject *value) {
+    PyObject *result, *stop;
+    if (aioc_event_send(self, value, &result) == PYGEN_NEXT) return result;
+    stop = PyObject_CallOneArg(PyExc_StopIteration, result);
+    Py_DECREF(result);
+    if (stop != NULL) {
+        PyErr_SetObject(PyExc_StopIteration, stop);
+        Py_DECREF(stop);
+    }
+    return NULL;
+}
+
+/* The slots' Python names, for explicit calls such as event.__await__(). */
+static PyMethodDef aioc_event_methods[] = {
+    {"__await__", aioc_event_iter_method, METH_NOARGS, "Return an iterator that yields the event once."},
+    {"__iter__", aioc_event_iter_method, METH_NOARGS, "Return an iterator that yields the event once."},
+    {"__next__", aioc_event_next_method, METH_NOARGS, "Yield the event once, then stop."},
+    {"send", aioc_event_send_method, METH_O, "Yield the event, then return the value it is resumed with."},
+    {"throw", aioc_event_throw, METH_VARARGS, "Raise what is thrown into a coroutine suspended on this event."},
+    {"close", aioc_event_close, METH_NOARGS, "Forget that a coroutine is suspended on this event."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyAsyncMethods aioc_event_async = {aioc_event_iter, NULL, NULL, aioc_event_send};
+
+/* One protocol for every compiled event type: only a base type can keep a
+   freelist, so the hot events cannot inherit it from a common base. */
+static int aioc_make_awaitable(PyObject *type, PyObject *raise_thrown, PyObject *await_shared) {
+    PyTypeObject *t = (PyTypeObject *)type;
+    PyMethodDef *def;
+    if (aioc_raise_thrown == NULL) {
+        Py_INCREF(raise_thrown);
+        aioc_raise_thrown = raise_thrown;
+        Py_INCREF(await_shared);
+        aioc_await_shared = await_shared;
+    }
+    t->tp_iter = aioc_event_iter;
+    t->tp_iternext = aioc_event_next;
+    t->tp_as_async = &aioc_event_async;
+    for (def = aioc_event_methods; def->ml_name != NULL; def++) {
+        PyObject *method = PyDescr_NewMethod(t, def);
+        int failed = method == NULL || PyDict_SetItemString(t->tp_dict, def->ml_name, method) < 0;
+        Py_XDECREF(method);
+        if (failed) return -1;
+    }
+    PyType_Modified(t);
+    return 0;
+}
+
+/* -- stepping coroutines ------------------------------------------------ */
+
+/* 0 it yielded, 1 it returned, -1 it raised (the exception stays set).
+   Return values come without a StopIteration. */
+static int aioc_send(PyObject *coro, PyObject *arg, PyObject **result) {
+    PySendResult status = PyIter_Send(coro, arg, result);
+    if (status == PYGEN_ERROR) return -1;
+    return status == PYGEN_RETURN;
+}
+
+static int aioc_throw(PyObject *coro, PyObject *exc, PyObject **result) {
+    static PyObject *name = NULL;
+    if (name == NULL && (name = PyUnicode_InternFromString("throw")) == NULL) return -1;
+    *result = PyObject_CallMethodOneArg(coro, name, exc);
+    if (*result != NULL) return 0;
+    if (PyErr_ExceptionMatches(PyExc_StopIteration) && _PyGen_FetchStopIterationValue(result) == 0)
+        return 1;
+    return -1;
+}
+
+/* Hands Cython an exception that is already set, so that a try block catches it. */
+static int aioc_reraise(void) { return -1; }
+
+/* -- garbage collection of what the loop holds in C ---------------------- */
+
+/* The loop keeps tasks, events and sockets in C tables (the fd table, the
+   timer heap, the ready ring) that Cython's generated tp_traverse cannot see:
+   a loop dropped with a pending task would be a cycle the collector never
+   finds.  These wrap the generated slots and add the C-held references. */
+typedef int (*aioc_visit_held_fn)(PyObject *self, visitproc visit, void *arg);
+typedef void (*aioc_clear_held_fn)(PyObject *self);
+
+static traverseproc aioc_loop_base_traverse = NULL;
+static inquiry aioc_loop_base_clear = NULL;
+static aioc_visit_held_fn aioc_loop_visit_held = NULL;
+static aioc_clear_held_fn aioc_loop_clear_held = NULL;
+
+static int aioc_loop_traverse(PyObject *self, visitproc visit, void *arg) {
+    int status = aioc_loop_base_traverse(self, visit, arg);
+    return status ? status : aioc_loop_visit_held(self, visit, arg);
+}
+
+static int aioc_loop_clear(PyObject *self) {
+    aioc_loop_clear_held(self);
+    return aioc_loop_base_clear != NULL ? aioc_loop_base_clear(self) : 0;
+}
+
+static int aioc_install_gc(PyObject *type, aioc_visit_held_fn visit, aioc_clear_held_fn clear) {
+    PyTypeObject *t = (PyTypeObject *)type;
+    if (!PyType_HasFeature(t, Py_TPFLAGS_HAVE_GC) || t->tp_traverse == NULL) {
+        PyErr_SetString(PyExc_SystemError, "the loop type has no garbage collector support");
+        return -1;
+    }
+    aioc_loop_base_traverse = t->tp_traverse;
+    aioc_loop_base_clear = t->tp_clear;
+    aioc_loop_visit_held = visit;
+    aioc_loop_clear_held = clear;
+    t->tp_traverse = aioc_loop_traverse;
+    t->tp_clear = aioc_loop_clear;
+    return 0;
+}
+
+#endif

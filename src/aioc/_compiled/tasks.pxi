@@ -1,0 +1,56 @@
+# Task: a coroutine run by the loop.
+
+# No freelist: a recycled object keeps the GC header's "finalized" bit, and
+# __del__ (the report of a never-retrieved exception) would not run again.
+@cython.final
+cdef class Task:
+    """A coroutine run by the loop (created by ``EventLoop.call_soon``)."""
+
+    def __cinit__(self, EventLoop loop not None, coro):
+        # A task always has its loop: cancel() and every wait go through it.
+        self.loop = loop
+        self.coro = coro
+        self.wait_fd = -1
+
+    def __init__(self, *args):
+        raise TypeError(NO_TASK_CREATION)
+
+    def done(self):
+        return self.finished
+
+    def result(self):
+        """The coroutine's return value; raises its exception instead if it had one."""
+        if not self.finished:
+            raise InvalidStateError(TASK_NOT_DONE)
+        self.log_exception = False
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+    def exception(self):
+        if not self.finished:
+            raise InvalidStateError(TASK_NOT_DONE)
+        self.log_exception = False
+        return self.error
+
+    def cancel(self):
+        """Throw :class:`Cancelled` into the task at its current yield.
+
+        Returns False if the task has already finished.
+        """
+        if self.finished:
+            return False
+        self.loop.cancel_task(self)
+        return True
+
+    def cancelled(self):
+        return self.finished and isinstance(self.error, Cancelled)
+
+    def __repr__(self):
+        name = getattr(self.coro, "__qualname__", type(self.coro).__name__)
+        state = "pending" if not self.finished else "cancelled" if self.cancelled() else "done"
+        return f"<Task {name} {state}>"
+
+    def __del__(self):
+        if self.log_exception:
+            self.loop.call_exception_handler({"message": NEVER_RETRIEVED, "exception": self.error, "task": self})
