@@ -5,31 +5,18 @@ reference loop otherwise (``aioc.IMPLEMENTATION`` says which); both behave the
 same.  ``AIOC_NO_EXTENSIONS=1`` forces the pure loop.
 """
 
+from typing import TYPE_CHECKING
+
 from ._loop import IMPLEMENTATION
 from ._loop import implementation as _impl
-from .events import (
-    DEFAULT_READ_SIZE,
-    Cancelled,
-    ClosedResourceError,
-    Event,
-    InvalidStateError,
-    ResourceBusy,
-    Timeout,
-    timeout_after,
-)
 
-EventLoop = _impl.EventLoop
-Task = _impl.Task
-run = _impl.run
-ReadEvent = _impl.ReadEvent
-WriteEvent = _impl.WriteEvent
-SendAll = _impl.SendAll
-sendall = _impl.sendall
-AcceptEvent = _impl.AcceptEvent
-ConnectEvent = _impl.ConnectEvent
-Sleep = _impl.Sleep
-Spawn = _impl.Spawn
-Join = _impl.Join
+if TYPE_CHECKING:
+    # Type checkers read the names from the pure twin; the compiled one has the same.
+    from ._loop_py import EventLoop as EventLoop, Task as Task, run as run
+    from .events import *  # noqa: F403
+else:
+    # The public names are listed once, in events.__all__ and _loop_py.__all__.
+    globals().update({name: getattr(_impl, name) for name in _impl.__all__})
 
 __version__ = "0.1.0"
 

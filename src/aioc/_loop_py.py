@@ -150,8 +150,13 @@ def check_deadline(deadline: Any) -> float:
     return events.check_seconds(deadline, "deadline")
 
 
+def available_backends() -> tuple[str, ...]:
+    """The backends this loop can run here, the default first."""
+    return C.available_backends()
+
+
 def make_backend(name: str | None, loop: EventLoop) -> Any:
-    available = C.available_backends()
+    available = available_backends()
     if name is None:
         name = available[0]
     if name not in available:

@@ -1,0 +1,198 @@
+"""Events written only against the documented contract (aioc.lowlevel) run on both loops."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import Any
+
+import pytest
+
+from aioc import ClosedResourceError, ResourceBusy, lowlevel
+
+
+class Readable:
+    """Resumes with up to 100 bytes once ``sock`` is readable."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def _yield(self, loop: lowlevel.Loop, task: Any) -> None:
+        loop.wait_readable(self.sock.fileno(), self, task, self.sock)
+
+    def _resume(self, loop: lowlevel.Loop, task: Any) -> None:
+        loop.reschedule(task, self.sock.recv(100))
+
+
+class Writable:
+    """Resumes with ``"writable"`` once ``sock`` can take bytes."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def _yield(self, loop: lowlevel.Loop, task: Any) -> None:
+        loop.wait_writable(self.sock.fileno(), self, task, self.sock)
+
+    def _resume(self, loop: lowlevel.Loop, task: Any) -> None:
+        loop.reschedule(task, "writable")
+
+
+class At:
+    """Resumes with the loop's time once ``deadline`` has passed."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+
+    def _yield(self, loop: lowlevel.Loop, task: Any) -> None:
+        loop.wait_until(self.deadline, self, task)
+
+    def _resume(self, loop: lowlevel.Loop, task: Any) -> None:
+        loop.reschedule(task, loop.time())
+
+
+class After:
+    """Resumes with another task's result once it finishes."""
+
+    def __init__(self, other: Any) -> None:
+        self.other = other
+
+    def _yield(self, loop: lowlevel.Loop, task: Any) -> None:
+        loop.wait_task(self.other, self, task)
+
+    def _resume(self, loop: lowlevel.Loop, task: Any) -> None:
+        loop.reschedule(task, ("joined", self.other.result()))
+
+
+class Bounded:
+    """Waits for ``event`` but no later than ``deadline``."""
+
+    def __init__(self, event: Any, deadline: float) -> None:
+        self.event, self.deadline = event, deadline
+
+    def _yield(self, loop: lowlevel.Loop, task: Any) -> None:
+        loop.set_deadline(task, self.deadline)
+        self.event._yield(loop, task)
+
+    def _resume(self, loop: lowlevel.Loop, task: Any) -> None:
+        raise NotImplementedError
+
+
+class Raw:
+    """Reads a raw fd, with no socket object to name as its owner."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def _yield(self, loop: lowlevel.Loop, task: Any) -> None:
+        loop.wait_readable(self.fd, self, task)
+
+    def _resume(self, loop: lowlevel.Loop, task: Any) -> None:
+        loop.reschedule(task, os.read(self.fd, 100))
+
+
+def test_every_contract_call_serves_a_custom_event(aio, loop, runner, socketpair):
+    a, b = socketpair()
+
+    def child():
+        yield aio.Sleep(0)
+        return 7
+
+    def main():
+        b.send(b"ping")
+        read = yield Readable(a)
+        writable = yield Writable(a)
+        start = loop.time()
+        woke = yield At(start + 0.02)
+        joined = yield After(loop.call_soon(child()))
+        try:
+            yield Bounded(Readable(a), loop.time() + 0.02)
+        except TimeoutError:
+            timed_out = True
+        return read, writable, woke - start >= 0.02, joined, timed_out
+
+    assert runner.complete(main()) == (b"ping", "writable", True, ("joined", 7), True)
+
+
+def test_a_raw_fd_without_an_owner(aio, loop, runner):
+    r, w = os.pipe()
+    try:
+        os.write(w, b"raw")
+
+        def main():
+            return (yield Raw(r))
+
+        assert runner.complete(main()) == b"raw"
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_two_readers_of_one_fd_are_refused(aio, loop, runner, socketpair):
+    a, b = socketpair()
+
+    def reader():
+        return (yield Readable(a))
+
+    def second():
+        try:
+            yield Readable(a)
+        except ResourceBusy:
+            b.send(b"go")
+            return "busy"
+
+    first = loop.call_soon(reader())
+    other = loop.call_soon(second())
+    runner.forever()
+    assert (first.result(), other.result()) == (b"go", "busy")
+
+
+def test_the_owner_tells_a_stale_waiter_from_a_new_socket(aio, loop, runner):
+    """A socket closed behind its waiter's back and its fd number reused:
+    the new socket's reader gets through, the stale waiter gets ClosedResourceError."""
+    old, old_peer = socket.socketpair()
+    old.setblocking(False)
+    fd = old.fileno()
+    made = [old_peer]
+
+    def stale():
+        with pytest.raises(ClosedResourceError):
+            yield Readable(old)
+        return "told"
+
+    def fresh():
+        yield aio.Sleep(0)
+        old.close()
+        new, new_peer = socket.socketpair()
+        made.extend((new, new_peer))
+        assert fd in (new.fileno(), new_peer.fileno())
+        sock, peer = (new, new_peer) if new.fileno() == fd else (new_peer, new)
+        sock.setblocking(False)
+        peer.send(b"new")
+        return (yield Readable(sock))
+
+    try:
+        first = loop.call_soon(stale())
+        second = loop.call_soon(fresh())
+        runner.forever()
+        assert (first.result(), second.result()) == ("told", b"new")
+    finally:
+        for sock in made:
+            sock.close()
+
+
+def test_reschedule_resumes_with_the_value(aio, loop, runner):
+    class Now:
+        def _yield(self, loop: lowlevel.Loop, task: Any) -> None:
+            loop.reschedule(task, "now")
+
+    def main():
+        return (yield Now())
+
+    assert runner.complete(main()) == "now"
+
+
+def test_the_contract_names_what_both_loops_offer(aio, loop):
+    for name in lowlevel.CONTRACT:
+        assert callable(getattr(loop, name))
+    assert abs(loop.time() - time.monotonic()) < 1.0
