@@ -182,11 +182,12 @@ def test_same_trace_without_timers(seed: int, backend: str) -> None:
     assert pure[-1] == ("loop", "tasks left", 0)
 
 
+@pytest.mark.parametrize("backend", ["epoll", "select"])
 @pytest.mark.parametrize("seed", range(20))
-def test_same_per_task_traces_with_timers(seed: int) -> None:
+def test_same_per_task_traces_with_timers(seed: int, backend: str) -> None:
     program = make_program(random.Random(1000 + seed), timers=True)
-    pure = trace_of(_loop_py, "epoll", program)
-    compiled = trace_of(_loop_c, "epoll", program)
+    pure = trace_of(_loop_py, backend, program)
+    compiled = trace_of(_loop_c, backend, program)
     assert per_task(compiled) == per_task(pure)
 
 

@@ -85,6 +85,16 @@ def test_the_same_public_names():
         assert hasattr(_loop_py, name) and hasattr(_loop_c, name), name
 
 
+def test_the_compiled_backends_are_those_it_was_built_with():
+    """A build with AIOC_NO_EPOLL=1 (as where <sys/epoll.h> does not exist) has select only."""
+    expected = ("select",) if _env.flag("AIOC_NO_EPOLL") else ("epoll", "select")
+    assert _loop_c.available_backends() == expected
+    if "epoll" not in expected:
+        with pytest.raises(ValueError, match="unknown or unavailable backend 'epoll'"):
+            _loop_c.EventLoop(backend="epoll")
+        assert _loop_c.EventLoop().backend == "select"
+
+
 def test_both_name_their_backends():
     for module in (_loop_py, _loop_c):
         backends = module.available_backends()

@@ -70,3 +70,57 @@ def test_public_names_match_between_implementations() -> None:
     if result.returncode != 0 and not _env.require_extensions():
         pytest.skip("the compiled loop is not built")
     assert result.stdout.strip() == "[]", result.stderr
+
+
+# A system without epoll (macOS, the BSDs), imitated by removing epoll's names
+# from the select module before aioc is imported.
+WITHOUT_EPOLL = """
+import select
+for name in [n for n in dir(select) if n.startswith("EPOLL") or n == "epoll"]:
+    delattr(select, name)
+"""
+
+SMALL_SERVER = """
+import socket, threading
+import aioc
+
+def handle(conn):
+    data = yield aioc.ReadEvent(conn)
+    yield from aioc.sendall(conn, data.upper())
+    conn.close()
+
+def server(listener):
+    conn, _ = yield aioc.AcceptEvent(listener)
+    yield aioc.Spawn(handle(conn))
+
+def client(port):
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"hello")
+        replies.append(sock.recv(100))
+
+listener = socket.socket()
+listener.bind(("127.0.0.1", 0))
+listener.listen(8)
+replies = []
+thread = threading.Thread(target=client, args=(listener.getsockname()[1],))
+thread.start()
+with aioc.EventLoop() as loop:
+    loop.run_until_complete(server(listener))
+    loop.run_forever()
+    backend = loop.backend
+thread.join()
+listener.close()
+try:
+    aioc.EventLoop(backend="epoll")
+except ValueError as exc:
+    refusal = str(exc)
+print(aioc.IMPLEMENTATION, backend, replies[0].decode(), refusal)
+"""
+
+
+def test_the_pure_loop_imports_and_serves_without_epoll() -> None:
+    result = _run(WITHOUT_EPOLL + SMALL_SERVER, AIOC_NO_EXTENSIONS="1")
+    assert result.returncode == 0, result.stderr
+    implementation, backend, reply, refusal = result.stdout.split(" ", 3)
+    assert (implementation, backend, reply) == ("pure", "select", "HELLO")
+    assert "unknown or unavailable backend 'epoll'" in refusal
