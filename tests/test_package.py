@@ -51,3 +51,10 @@ def test_env_flags(monkeypatch, value, expected):
     assert _env.no_extensions() is expected
     assert _env.require_extensions() is expected
 
+
+def test_installed_version_is_the_package_version():
+    # pyproject.toml reads the version from aioc/_version.py: the metadata
+    # pip installed and the module agree.
+    from importlib.metadata import version
+
+    assert version("aioc") == aioc.__version__

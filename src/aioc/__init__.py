@@ -31,6 +31,6 @@ Sleep = _impl.Sleep
 Spawn = _impl.Spawn
 Join = _impl.Join
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = ["IMPLEMENTATION", *_impl.__all__]
