@@ -31,6 +31,6 @@ Sleep = _impl.Sleep
 Spawn = _impl.Spawn
 Join = _impl.Join
 
-from ._version import __version__
+from ._version import __version__ as __version__
 
 __all__ = ["IMPLEMENTATION", *_impl.__all__]
