@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pathlib
+
 import pytest
 
 import aioc
@@ -58,3 +60,10 @@ def test_installed_version_is_the_package_version():
     from importlib.metadata import version
 
     assert version("aioc") == aioc.__version__
+
+
+def test_type_information_is_installed():
+    # PEP 561: the marker and the compiled loop's stubs lie next to the modules.
+    package = pathlib.Path(aioc.__file__).parent
+    assert (package / "py.typed").is_file()
+    assert (package / "_loop_c.pyi").is_file()
