@@ -10,6 +10,8 @@ reschedule the task with a result.  ``python examples/custom_events.py [port]``,
 
 import socket
 import sys
+from collections.abc import Generator
+from typing import Any
 
 import aioc
 
@@ -17,13 +19,13 @@ import aioc
 class Incoming:
     """Resumes with the next connection on a listening socket."""
 
-    def __init__(self, listener):
+    def __init__(self, listener: socket.socket) -> None:
         self.listener = listener
 
-    def _yield(self, loop, task):
+    def _yield(self, loop: aioc.EventLoop, task: aioc.Task) -> None:
         loop.wait_readable(self.listener.fileno(), self, task, self.listener)
 
-    def _resume(self, loop, task):
+    def _resume(self, loop: aioc.EventLoop, task: aioc.Task) -> None:
         conn, peer = self.listener.accept()
         conn.setblocking(False)
         loop.reschedule(task, (conn, peer))
@@ -32,17 +34,17 @@ class Incoming:
 class Chunk:
     """Resumes with up to 4 KiB from a connection, b'' when the peer is done."""
 
-    def __init__(self, conn):
+    def __init__(self, conn: socket.socket) -> None:
         self.conn = conn
 
-    def _yield(self, loop, task):
+    def _yield(self, loop: aioc.EventLoop, task: aioc.Task) -> None:
         loop.wait_readable(self.conn.fileno(), self, task, self.conn)
 
-    def _resume(self, loop, task):
+    def _resume(self, loop: aioc.EventLoop, task: aioc.Task) -> None:
         loop.reschedule(task, self.conn.recv(4096))
 
 
-def log_lines(conn, peer):
+def log_lines(conn: socket.socket, peer: tuple[str, int]) -> Generator[Any, Any, None]:
     pending = b""
     try:
         while chunk := (yield Chunk(conn)):
@@ -53,7 +55,7 @@ def log_lines(conn, peer):
         conn.close()
 
 
-def serve(loop, port):
+def serve(loop: aioc.EventLoop, port: int) -> Generator[Any, Any, None]:
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", port))

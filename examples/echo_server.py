@@ -2,12 +2,14 @@
 
 import socket
 import sys
+from collections.abc import Generator
+from typing import Any
 
 import aioc
 from aioc import AcceptEvent, ReadEvent, sendall
 
 
-def handle(conn):
+def handle(conn: socket.socket) -> Generator[Any, Any, None]:
     try:
         while True:
             data = yield ReadEvent(conn)
@@ -20,7 +22,7 @@ def handle(conn):
         conn.close()
 
 
-def server(loop, port):
+def server(loop: aioc.EventLoop, port: int) -> Generator[Any, Any, None]:
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pathlib
+
 import pytest
 
 import aioc
@@ -51,3 +53,17 @@ def test_env_flags(monkeypatch, value, expected):
     assert _env.no_extensions() is expected
     assert _env.require_extensions() is expected
 
+
+def test_installed_version_is_the_package_version():
+    # pyproject.toml reads the version from aioc/_version.py: the metadata
+    # pip installed and the module agree.
+    from importlib.metadata import version
+
+    assert version("aioc") == aioc.__version__
+
+
+def test_type_information_is_installed():
+    # PEP 561: the marker and the compiled loop's stubs lie next to the modules.
+    package = pathlib.Path(aioc.__file__).parent
+    assert (package / "py.typed").is_file()
+    assert (package / "_loop_c.pyi").is_file()

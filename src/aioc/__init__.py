@@ -18,6 +18,6 @@ else:
     # The public names are listed once, in events.__all__ and _loop_py.__all__.
     globals().update({name: getattr(_impl, name) for name in _impl.__all__})
 
-__version__ = "0.1.0"
+from ._version import __version__ as __version__
 
 __all__ = ["IMPLEMENTATION", *_impl.__all__]

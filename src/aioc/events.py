@@ -24,7 +24,7 @@ import sys
 import time
 import weakref
 from collections.abc import Generator
-from typing import Any
+from typing import Any, Union
 
 from ._constants import ACCEPT_BACKOFF, ACCEPT_BACKOFF_ERRNOS, ACCEPT_RETRY, DEFAULT_READ_SIZE
 
@@ -50,6 +50,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger("aioc")
+
+#: What the sending events take: any bytes-like object.
+BytesLike = Union[bytes, bytearray, memoryview]
 
 # Per-call non-blocking I/O: a socket left in blocking mode by its owner can
 # then never freeze the loop after a spurious wake-up.
@@ -179,7 +182,7 @@ class WriteEvent(Event):
 
     __slots__ = ("sock", "data")
 
-    def __init__(self, sock: socket.socket, data: bytes) -> None:
+    def __init__(self, sock: socket.socket, data: BytesLike) -> None:
         self.sock = sock
         self.data = data
 
@@ -204,7 +207,7 @@ class SendAll(Event):
 
     __slots__ = ("sock", "_data", "_sent")
 
-    def __init__(self, sock: socket.socket, data: bytes) -> None:
+    def __init__(self, sock: socket.socket, data: BytesLike) -> None:
         self.sock = sock
         self._data = as_send_buffer(data)
         self._sent = 0
@@ -214,7 +217,7 @@ class SendAll(Event):
         return self._data
 
     @data.setter
-    def data(self, data: bytes) -> None:
+    def data(self, data: BytesLike) -> None:
         self._data = as_send_buffer(data)
 
     @property
@@ -240,7 +243,7 @@ class SendAll(Event):
     _resume = _yield
 
 
-def sendall(sock: socket.socket, data: bytes) -> SendAll:
+def sendall(sock: socket.socket, data: BytesLike) -> SendAll:
     """``yield from sendall(sock, data)``: send all of ``data``, return its length."""
     return SendAll(sock, data)
 
