@@ -196,3 +196,87 @@ def test_the_contract_names_what_both_loops_offer(aio, loop):
     for name in lowlevel.CONTRACT:
         assert callable(getattr(loop, name))
     assert abs(loop.time() - time.monotonic()) < 1.0
+
+
+class Gate:
+    """A minimal primitive on park/reschedule: tasks wait until ``open()``."""
+
+    def __init__(self) -> None:
+        self.waiters: list[Any] = []
+
+    def wait(self):
+        return (yield self)
+
+    def _yield(self, loop: lowlevel.Loop, task: Any) -> None:
+        self.waiters.append(task)
+        loop.park(task)
+
+    def open(self, loop: lowlevel.Loop, value: Any) -> None:
+        while self.waiters:
+            loop.reschedule(self.waiters.pop(0), value)
+
+
+def test_parked_tasks_wake_when_rescheduled_in_order(aio, loop, runner):
+    gate = Gate()
+    woke = []
+
+    def waiter(label):
+        woke.append((label, (yield from gate.wait())))
+
+    def opener():
+        yield aio.Sleep(0.01)
+        gate.open(loop, "open")
+
+    for label in "abc":
+        loop.call_soon(waiter(label))
+    loop.call_soon(opener())
+    runner.forever()
+    assert woke == [("a", "open"), ("b", "open"), ("c", "open")]
+
+
+def test_a_parked_task_can_be_cancelled_and_timed_out(aio, loop, runner):
+    gate = Gate()
+
+    def waiter():
+        try:
+            yield from gate.wait()
+        except BaseException as exc:
+            gate.waiters.remove(task)  # the parker forgets it
+            return type(exc).__name__
+
+    def bounded():
+        try:
+            yield aio.Timeout(gate, 0.01)
+        except TimeoutError:
+            gate.waiters.remove(timed)
+            return "TimeoutError"
+
+    task = loop.call_soon(waiter())
+    timed = loop.call_soon(bounded())
+
+    def canceller():
+        yield aio.Sleep(0)
+        task.cancel()
+
+    loop.call_soon(canceller())
+    runner.forever()
+    assert (task.result(), timed.result()) == ("Cancelled", "TimeoutError")
+    assert gate.waiters == []
+
+
+def test_only_the_loop_wakes_a_task_waiting_on_it(aio, loop, runner, socketpair):
+    a, b = socketpair()
+
+    def reader():
+        return (yield aio.ReadEvent(a))
+
+    def meddler(target):
+        yield aio.Sleep(0)
+        with pytest.raises(RuntimeError):
+            loop.reschedule(target, "forged")
+        b.send(b"real")
+
+    target = loop.call_soon(reader())
+    loop.call_soon(meddler(target))
+    runner.forever()
+    assert target.result() == b"real"

@@ -72,5 +72,9 @@ def not_a_task_of(target: object) -> str:
     return f"Join() needs a task of this loop, got {target!r}"
 
 
+def reschedule_waiting(task: object) -> str:
+    return f"{task!r} waits on an fd, a timer or a task: only the loop may wake it"
+
+
 def not_a_coroutine(coro: object) -> str:
     return f"expected a generator or coroutine, got {coro!r}"

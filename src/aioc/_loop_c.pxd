@@ -180,6 +180,7 @@ cdef class EventLoop:
     cpdef wait_until(self, double deadline, event, Task task)
     cpdef wait_task(self, target, event, Task task)
     cpdef set_deadline(self, Task task, double deadline)
+    cpdef park(self, Task task)
     cpdef reschedule(self, Task task, value=*)
     # scheduling
     cpdef Task call_soon(self, object coro)

@@ -71,6 +71,7 @@ from aioc._constants import (
     fd_too_large,
     not_a_coroutine,
     not_a_task_of,
+    reschedule_waiting,
     unknown_backend,
 )
 
@@ -147,6 +148,7 @@ cdef enum:
     WAIT_WRITE = 2
     WAIT_TIMER = 3
     WAIT_JOIN = 4
+    WAIT_PARKED = 5
 
 # Readiness masks: the values of _constants (epoll's own), checked below.
 cdef enum:
@@ -399,9 +401,18 @@ cdef class EventLoop:
             self.cancel_timer(task.deadline)
         task.deadline = self.add_timer(deadline, task, None)
 
+    cpdef park(self, Task task):
+        if task.loop is not self:
+            raise ValueError(f"{task!r} belongs to another loop")
+        task.wait_kind = WAIT_PARKED
+
     cpdef reschedule(self, Task task, value=None):
         if task.loop is not self:
             raise ValueError(f"{task!r} belongs to another loop")
+        if task.wait_kind == WAIT_PARKED:
+            task.wait_kind = WAIT_NONE
+        elif task.wait_kind != WAIT_NONE:
+            raise RuntimeError(reschedule_waiting(task))
         ring_push(&self.ready, task, value)
 
     # -- the tutorial's names, kept for programs written against them -------

@@ -43,7 +43,7 @@ logger = logging.getLogger("aioc")
 ExceptionHandler = Callable[["EventLoop", dict], None]
 
 # What a blocked task waits on (Task._wait_kind).
-WAIT_NONE, WAIT_READ, WAIT_WRITE, WAIT_TIMER, WAIT_JOIN = 0, 1, 2, 3, 4
+WAIT_NONE, WAIT_READ, WAIT_WRITE, WAIT_TIMER, WAIT_JOIN, WAIT_PARKED = 0, 1, 2, 3, 4, 5
 
 
 class Task:
@@ -338,11 +338,20 @@ class EventLoop:
             self._cancel_timer(current)
         task._deadline = self._add_timer(deadline, task, None)
 
+    def park(self, task: Task) -> None:
+        if task._loop is not self:
+            raise ValueError(f"{task!r} belongs to another loop")
+        task._wait_kind = WAIT_PARKED
+
     def reschedule(self, task: Task, value: Any = None) -> None:
         if not isinstance(task, Task):
             raise TypeError(f"expected a Task, got {task!r}")
         if task._loop is not self:
             raise ValueError(f"{task!r} belongs to another loop")
+        if task._wait_kind == WAIT_PARKED:
+            task._wait_kind = WAIT_NONE
+        elif task._wait_kind:
+            raise RuntimeError(C.reschedule_waiting(task))
         self._ready.append((task, value))
 
     # -- the tutorial's names, kept for programs written against them -------

@@ -79,10 +79,27 @@ class Loop(Protocol):
         """
         ...
 
+    def park(self, task: Any) -> None:
+        """Suspend ``task`` until its parker calls ``reschedule(task, value)``.
+
+        For waits the loop knows nothing of (a lock, a queue, a result from a
+        thread): the code that parks a task keeps it in its own waiting list
+        and reschedules it when its turn comes.  A cancel or a deadline wakes
+        a parked task as it wakes any other, by throwing into it: the parker
+        must then forget it (and hand on whatever it was granted, if it was
+        already rescheduled), typically in an ``except`` around its ``yield``.
+        """
+        ...
+
     def reschedule(self, task: Any, value: Any = None) -> None:
-        """Queue ``task`` to resume with ``value`` at its ``yield``."""
+        """Queue ``task`` to resume with ``value`` at its ``yield``.
+
+        ``task`` must be running its ``_yield``/``_resume`` or be parked: a
+        task that waits on an fd, a timer or another task is woken by the loop
+        alone (``RuntimeError`` otherwise), so that no task is queued twice.
+        """
         ...
 
 
 #: The contract's method names, in the order documented above.
-CONTRACT = ("time", "wait_readable", "wait_writable", "wait_until", "wait_task", "set_deadline", "reschedule")
+CONTRACT = ("time", "wait_readable", "wait_writable", "wait_until", "wait_task", "set_deadline", "park", "reschedule")
