@@ -503,3 +503,33 @@ def test_system_exit_in_a_task_propagates(aio, loop, runner):
     del q
     gc.collect()
     assert reports == []  # it reached the caller: not reported again
+
+
+def test_close_callbacks_run_once_after_the_tasks_are_closed(aio, loop, runner):
+    trace = []
+
+    def sleeper():
+        try:
+            yield aio.Sleep(30)
+        finally:
+            trace.append("task closed")
+
+    def failing():
+        raise ValueError("callback failed")
+
+    reports = []
+    loop.set_exception_handler(lambda lp, context: reports.append(context["exception"]))
+    loop.call_soon(sleeper())
+    loop.add_close_callback(lambda: trace.append("first"))
+    loop.add_close_callback(failing)
+    loop.add_close_callback(lambda: trace.append("last"))
+    def tick():
+        yield aio.Sleep(0)
+
+    loop.run_until_complete(tick())
+    loop.close()
+    loop.close()
+    assert trace == ["task closed", "first", "last"]
+    assert [str(exc) for exc in reports] == ["callback failed"]
+    with pytest.raises(RuntimeError):
+        loop.add_close_callback(lambda: None)

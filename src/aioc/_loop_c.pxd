@@ -171,6 +171,7 @@ cdef class EventLoop:
     cdef object wake_r
     cdef object wake_w
     cdef object threadsafe
+    cdef list close_callbacks
     cdef object exception_handler
 
     # the contract with events (aioc.lowlevel)

@@ -56,6 +56,7 @@ from aioc.events import (
 )
 from aioc._constants import (
     ACCEPT_BACKOFF_ERRNOS,
+    CLOSE_CALLBACK_ERROR,
     CLOSE_ERROR,
     CLOSE_RUNNING,
     DEFAULT_READ_SIZE,
@@ -239,6 +240,7 @@ cdef class EventLoop:
         self.backend = self.io.name
         ring_init(&self.ready)
         self.threadsafe = deque()
+        self.close_callbacks = []
         self.read_buffer = <char *>PyMem_Malloc(READ_BUFFER_SIZE)
         if self.read_buffer is NULL:
             raise MemoryError()
@@ -325,6 +327,7 @@ cdef class EventLoop:
         self.adopt_threadsafe()
         while self.live_head is not None:
             self._close_task(self.live_head)
+        self._run_close_callbacks()
         ring_clear(&self.ready)
         self.clear_timers()
         self.io.close()
@@ -349,6 +352,19 @@ cdef class EventLoop:
                         self.schedule_throw(task, ClosedResourceError())
             self.io.forget(self, fd)
         sock.close()
+
+    def add_close_callback(self, callback):
+        """Call ``callback()`` when the loop closes, after its tasks have been closed."""
+        self.check_open()
+        self.close_callbacks.append(callback)
+
+    def _run_close_callbacks(self):
+        callbacks, self.close_callbacks = self.close_callbacks, []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception as exc:
+                self.call_exception_handler({"message": CLOSE_CALLBACK_ERROR, "exception": exc})
 
     def set_exception_handler(self, handler):
         """``handler(loop, context)`` receives errors nobody else will see."""

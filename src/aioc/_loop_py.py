@@ -198,6 +198,7 @@ class EventLoop:
         self._wake_w.setblocking(False)
         self._wake_fd = self._wake_r.fileno()
         self._threadsafe: deque[Task] = deque()
+        self._close_callbacks: list[Callable[[], Any]] = []
         try:
             self._io = make_backend(backend, self)
         except BaseException:
@@ -265,6 +266,7 @@ class EventLoop:
         self._adopt_threadsafe()
         for task in list(self._tasks):
             self._close_task(task)
+        self._run_close_callbacks()
         self._ready.clear()
         self._clear_timers()
         self._io.close()
@@ -286,6 +288,22 @@ class EventLoop:
                     self._schedule_throw(waiter[1], ClosedResourceError())
             self._io.forget(fd)
         sock.close()
+
+    def add_close_callback(self, callback: Callable[[], Any]) -> None:
+        """Call ``callback()`` when the loop closes, after its tasks have been closed.
+
+        For what lives as long as the loop (a signal watch, a thread pool).
+        """
+        self._check_open()
+        self._close_callbacks.append(callback)
+
+    def _run_close_callbacks(self) -> None:
+        callbacks, self._close_callbacks = self._close_callbacks, []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception as exc:
+                self.call_exception_handler({"message": C.CLOSE_CALLBACK_ERROR, "exception": exc})
 
     def set_exception_handler(self, handler: ExceptionHandler | None) -> None:
         """``handler(loop, context)`` receives errors nobody else will see."""
