@@ -23,6 +23,8 @@ TIMER_PRUNE_MIN = 64
 #: would spin, so the accept waits ACCEPT_BACKOFF seconds instead.
 ACCEPT_BACKOFF_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 ACCEPT_BACKOFF = 0.1
+#: A debug loop logs a task step that holds it longer than this (seconds).
+SLOW_STEP = 0.1
 
 # Readiness masks, in the loop's own terms.  They have epoll's values, so the
 # epoll backends pass them through unchanged; other backends translate.
@@ -42,6 +44,8 @@ JOIN_SELF = "a task cannot join itself"
 NEVER_RETRIEVED = "Task exception was never retrieved"
 CLOSE_ERROR = "Error while closing a task"
 CLOSE_CALLBACK_ERROR = "Error in a close callback"
+SLOW_STEP_REPORT = "task %s held the loop for %.3f s after resuming at %s"
+NOT_SHIELDED = "unshield without a matching shield"
 HANDLER_ERROR = "Exception in the exception handler"
 ACCEPT_RETRY = "accept() failed (%s); retrying every %.1f s"
 NO_TASK_CREATION = "tasks are created by EventLoop.call_soon, not directly"

@@ -70,6 +70,9 @@ cdef class Task:
     cdef Task join_target
     cdef TimerEntry *deadline      # armed by a Timeout
     cdef list joiners              # (event, task) pairs waiting in Join
+    cdef int shield_depth          # shields entered: a cancel waits until they are left
+    cdef bint cancel_pending
+    cdef object task_name          # None: named after what it runs
     # C only: the loop's list of live tasks, a dict in the pure loop.
     cdef Task prev_live
     cdef Task next_live
@@ -166,6 +169,8 @@ cdef class EventLoop:
     cdef bint running
     cdef bint stopping
     cdef bint closed
+    cdef bint debug
+    cdef public double slow_step   # with debug, a longer step is logged (seconds)
     cdef char *read_buffer
     cdef int wake_fd
     cdef object wake_r
@@ -181,6 +186,8 @@ cdef class EventLoop:
     cpdef wait_until(self, double deadline, event, Task task)
     cpdef wait_task(self, target, event, Task task)
     cpdef set_deadline(self, Task task, double deadline)
+    cpdef shield(self, Task task)
+    cpdef bint unshield(self, Task task) except -1
     cpdef park(self, Task task)
     cpdef reschedule(self, Task task, value=*)
     # scheduling
@@ -191,6 +198,7 @@ cdef class EventLoop:
     cdef int adopt_threadsafe(self) except -1
     cdef int run_once(self) except -1
     cdef int step(self, Task task, object value) except -1
+    cdef int step_timed(self, Task task, object value) except -1
     cdef int yield_event(self, object event, Task task) except -1
     cdef int resume_event(self, object event, Task task) except -1
     cdef int schedule_throw(self, Task task, object exc) except -1

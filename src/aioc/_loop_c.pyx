@@ -38,6 +38,7 @@ from aioc import _constants as C
 from aioc import _loop_py
 from aioc import events as _events
 from aioc._interrupts import InterruptGuard
+from aioc._introspect import TaskStack, check_name, coroutine_frames, default_name, where
 from aioc._io_epoll import fileno_of, weak_owner
 from aioc._loop_py import check_fd, default_exception_handler, is_stale, not_an_event, logger
 from aioc.events import (
@@ -66,6 +67,9 @@ from aioc._constants import (
     LOOP_RUNNING,
     NEVER_RETRIEVED,
     NO_TASK_CREATION,
+    NOT_SHIELDED,
+    SLOW_STEP,
+    SLOW_STEP_REPORT,
     STOPPED_EARLY,
     TASK_NOT_DONE,
     busy_fd,
@@ -235,7 +239,9 @@ cdef class EventLoop:
         self.wake_fd = -1
         self.polls = 1  # so that a slot's kept_at of 0 means "never kept"
 
-    def __init__(self, backend=None):
+    def __init__(self, backend=None, *, debug=False):
+        self.debug = bool(debug)
+        self.slow_step = SLOW_STEP
         self.io = make_backend(backend)
         self.backend = self.io.name
         ring_init(&self.ready)
@@ -266,6 +272,18 @@ cdef class EventLoop:
         PyMem_Free(self.read_buffer)
 
     # -- public API ---------------------------------------------------------
+
+    def get_debug(self):
+        return self.debug
+
+    def tasks(self):
+        """The unfinished tasks, in creation order."""
+        tasks = []
+        task = self.live_head
+        while task is not None:
+            tasks.append(task)
+            task = task.next_live
+        return tasks
 
     cpdef double time(self) noexcept:
         """The loop's clock: ``time.monotonic()``."""
@@ -417,6 +435,18 @@ cdef class EventLoop:
             self.cancel_timer(task.deadline)
         task.deadline = self.add_timer(deadline, task, None)
 
+    cpdef shield(self, Task task):
+        task.shield_depth += 1
+
+    cpdef bint unshield(self, Task task) except -1:
+        if task.shield_depth <= 0:
+            raise RuntimeError(NOT_SHIELDED)
+        task.shield_depth -= 1
+        if task.shield_depth == 0 and task.cancel_pending:
+            task.cancel_pending = False
+            return True
+        return False
+
     cpdef park(self, Task task):
         if task.loop is not self:
             raise ValueError(f"{task!r} belongs to another loop")
@@ -515,7 +545,22 @@ cdef class EventLoop:
             value = <object>value_ptr
             Py_DECREF(task)  # the locals now hold the ring's references
             Py_DECREF(value)
+            if self.debug:
+                self.step_timed(task, value)
+            else:
+                self.step(task, value)
+        return 0
+
+    cdef int step_timed(self, Task task, object value) except -1:
+        """A debug loop's step: reports holding the loop longer than ``slow_step``."""
+        resumed_at = where(task.coro)
+        cdef double start = monotonic()
+        try:
             self.step(task, value)
+        finally:
+            held = monotonic() - start
+            if held > self.slow_step:
+                logger.warning(SLOW_STEP_REPORT, task.name, held, resumed_at)
         return 0
 
     cdef Task new_task(self, object coro):
@@ -681,6 +726,9 @@ cdef class EventLoop:
         return 0
 
     cdef int cancel_task(self, Task task) except -1:
+        if task.shield_depth:
+            task.cancel_pending = True  # thrown in when the last shield is left
+            return 0
         task.throw_next = Cancelled()
         if <PyObject *>task == self.current:
             return 0  # thrown in when it next yields
@@ -743,6 +791,20 @@ cdef class EventLoop:
         task.wait_fd = fd
         self.io_waiters += 1
         return 0
+
+    def _waiting_on(self, Task task):
+        cdef int kind = task.wait_kind
+        if kind == WAIT_READ:
+            return <object>self.fds.slots[task.wait_fd].reader_event
+        if kind == WAIT_WRITE:
+            return <object>self.fds.slots[task.wait_fd].writer_event
+        if kind == WAIT_TIMER:
+            return <object>task.wait_timer.event if task.wait_timer is not NULL and task.wait_timer.event is not NULL else None
+        if kind == WAIT_JOIN:
+            return task.join_target
+        if kind == WAIT_PARKED:
+            return "parked"
+        return None
 
     cdef int unwait(self, Task task) except -1:
         """Remove ``task``'s registration, whatever it waits on."""
@@ -892,9 +954,9 @@ cdef class EventLoop:
 include "_compiled/gc.pxi"
 
 
-def run(coro, *, backend=None):
+def run(coro, *, backend=None, debug=False):
     """Run ``coro`` on a new loop, close the loop, and return the result."""
-    with EventLoop(backend) as loop:
+    with EventLoop(backend, debug=debug) as loop:
         return loop.run_until_complete(coro)
 
 

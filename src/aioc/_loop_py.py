@@ -27,6 +27,7 @@ from . import _constants as C
 from . import events
 from ._constants import FAULT, MAX_POLL_TIMEOUT, READABLE, TIMER_PRUNE_MIN, WRITABLE, ZOMBIE_WAKEUPS
 from ._interrupts import InterruptGuard
+from ._introspect import TaskStack, check_name, coroutine_frames, default_name, where
 from ._io_epoll import fileno_of
 from ._io_select import SelectBackend
 from .events import Cancelled, ClosedResourceError, InvalidStateError, ResourceBusy
@@ -52,7 +53,8 @@ class Task:
     # The compiled twin has these fields without the underscore (see _loop_c.pxd).
     __slots__ = (
         "_coro", "_loop", "_finished", "_log_exception", "_value", "_error", "_throw_next",
-        "_wait_kind", "_wait_fd", "_wait_timer", "_join_target", "_deadline", "_joiners", "__weakref__",
+        "_wait_kind", "_wait_fd", "_wait_timer", "_join_target", "_deadline", "_joiners",
+        "_shield_depth", "_cancel_pending", "_task_name", "__weakref__",
     )
 
     def __init__(self, coro: Any, loop: EventLoop) -> None:
@@ -73,6 +75,21 @@ class Task:
         self._join_target: Task | None = None
         self._deadline: list | None = None  # the timer entry of a Timeout
         self._joiners: list | None = None  # (event, task) pairs waiting in Join
+        self._shield_depth = 0  # shields entered: a cancel waits until they are left
+        self._cancel_pending = False
+        self._task_name: str | None = None  # None: named after what it runs
+
+    @property
+    def name(self) -> str:
+        return self._task_name if self._task_name is not None else default_name(self._coro)
+
+    @name.setter
+    def name(self, name: str) -> None:
+        self._task_name = check_name(name)
+
+    def stack(self) -> TaskStack:
+        """Where the task is suspended and what it waits on."""
+        return TaskStack(coroutine_frames(self._coro), self._loop._waiting_on(self))
 
     def done(self) -> bool:
         return self._finished
@@ -106,9 +123,8 @@ class Task:
         return self._finished and isinstance(self._error, Cancelled)
 
     def __repr__(self) -> str:
-        name = getattr(self._coro, "__qualname__", type(self._coro).__name__)
         state = "pending" if not self._finished else "cancelled" if self.cancelled() else "done"
-        return f"<Task {name} {state}>"
+        return f"<Task {self.name} {state}>"
 
     def __del__(self) -> None:
         # getattr: __init__ may have raised (not a coroutine) before setting it.
@@ -174,8 +190,11 @@ class EventLoop:
     ``backend`` is ``"epoll"`` (the default where available) or ``"select"``.
     """
 
-    def __init__(self, backend: str | None = None) -> None:
+    def __init__(self, backend: str | None = None, *, debug: bool = False) -> None:
         self._ready: deque[tuple[Task, Any]] = deque()
+        self._debug = bool(debug)
+        #: With debug, a step that holds the loop longer than this (seconds) is logged.
+        self.slow_step = C.SLOW_STEP
         # fd -> (event, task, owner) of the one reader and the one writer.
         self._read_waiting: dict[int, tuple[Any, Task, Any]] = {}
         self._write_waiting: dict[int, tuple[Any, Task, Any]] = {}
@@ -209,6 +228,13 @@ class EventLoop:
         self._io.watch(self._wake_fd, READABLE, self._wake_r)
 
     # -- public API ---------------------------------------------------------
+
+    def get_debug(self) -> bool:
+        return self._debug
+
+    def tasks(self) -> list[Task]:
+        """The unfinished tasks, in creation order."""
+        return list(self._tasks)
 
     def time(self) -> float:
         """The loop's clock: ``time.monotonic()``."""
@@ -356,6 +382,18 @@ class EventLoop:
             self._cancel_timer(current)
         task._deadline = self._add_timer(deadline, task, None)
 
+    def shield(self, task: Task) -> None:
+        task._shield_depth += 1
+
+    def unshield(self, task: Task) -> bool:
+        if task._shield_depth <= 0:
+            raise RuntimeError(C.NOT_SHIELDED)
+        task._shield_depth -= 1
+        due = task._shield_depth == 0 and task._cancel_pending
+        if due:
+            task._cancel_pending = False
+        return due
+
     def park(self, task: Task) -> None:
         if task._loop is not self:
             raise ValueError(f"{task!r} belongs to another loop")
@@ -443,9 +481,10 @@ class EventLoop:
         if self._timers:
             self._fire_timers()
         # A snapshot: what the steps schedule runs next pass, after a poll.
+        step = self._step_timed if self._debug else self._step
         for _ in range(len(ready)):
             task, value = ready.popleft()
-            self._step(task, value)
+            step(task, value)
 
     def _new_task(self, coro: Any) -> Task:
         return Task(coro, self)
@@ -457,6 +496,17 @@ class EventLoop:
     def _adopt_threadsafe(self) -> None:
         while self._threadsafe:
             self._schedule_new(self._threadsafe.popleft())
+
+    def _step_timed(self, task: Task, value: Any) -> None:
+        """A debug loop's step: reports holding the loop longer than ``slow_step``."""
+        resumed_at = where(task._coro)
+        start = time.perf_counter()
+        try:
+            self._step(task, value)
+        finally:
+            held = time.perf_counter() - start
+            if held > self.slow_step:
+                logger.warning(C.SLOW_STEP_REPORT, task.name, held, resumed_at)
 
     def _step(self, task: Task, value: Any) -> None:
         if task._finished:
@@ -532,6 +582,9 @@ class EventLoop:
             self._resume_event(event, joiner)
 
     def _cancel_task(self, task: Task) -> None:
+        if task._shield_depth:
+            task._cancel_pending = True  # thrown in when the last shield is left
+            return
         task._throw_next = Cancelled()
         if task is self._current:
             return  # thrown in when it next yields
@@ -565,6 +618,20 @@ class EventLoop:
         self._io.watch(fd, mask, owner)
         table[fd] = (event, task, owner)
         task._wait_kind, task._wait_fd = (WAIT_WRITE if writing else WAIT_READ), fd
+
+    def _waiting_on(self, task: Task) -> Any:
+        kind = task._wait_kind
+        if kind == WAIT_READ:
+            return self._read_waiting[task._wait_fd][0]
+        if kind == WAIT_WRITE:
+            return self._write_waiting[task._wait_fd][0]
+        if kind == WAIT_TIMER:
+            return task._wait_timer[3] if task._wait_timer else None
+        if kind == WAIT_JOIN:
+            return task._join_target
+        if kind == WAIT_PARKED:
+            return "parked"
+        return None
 
     def _unwait(self, task: Task) -> None:
         """Remove ``task``'s registration, whatever it waits on."""
@@ -680,7 +747,7 @@ class EventLoop:
             self._schedule_throw(task, TimeoutError())
 
 
-def run(coro: Any, *, backend: str | None = None) -> Any:
+def run(coro: Any, *, backend: str | None = None, debug: bool = False) -> Any:
     """Run ``coro`` on a new loop, close the loop, and return the result."""
-    with EventLoop(backend) as loop:
+    with EventLoop(backend, debug=debug) as loop:
         return loop.run_until_complete(coro)

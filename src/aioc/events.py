@@ -22,6 +22,7 @@ import os
 import socket
 import sys
 import time
+import types
 import weakref
 from collections.abc import Generator
 from typing import Any, Union
@@ -414,6 +415,7 @@ class Timeout(Event):
         raise NotImplementedError
 
 
+@types.coroutine
 def timeout_after(seconds: float, coro: Any) -> Generator[Any, Any, Any]:
     """Bound a whole sub-coroutine: ``result = yield from timeout_after(5.0, fetch(conn))``.
 

@@ -79,6 +79,14 @@ class Loop(Protocol):
         """
         ...
 
+    def shield(self, task: Any) -> None:
+        """Hold back ``Task.cancel()`` for ``task`` until the matching ``unshield``."""
+        ...
+
+    def unshield(self, task: Any) -> bool:
+        """Leave a shield; True when a cancel held back is now due (raise ``Cancelled``)."""
+        ...
+
     def park(self, task: Any) -> None:
         """Suspend ``task`` until its parker calls ``reschedule(task, value)``.
 
@@ -102,4 +110,7 @@ class Loop(Protocol):
 
 
 #: The contract's method names, in the order documented above.
-CONTRACT = ("time", "wait_readable", "wait_writable", "wait_until", "wait_task", "set_deadline", "park", "reschedule")
+CONTRACT = (
+    "time", "wait_readable", "wait_writable", "wait_until", "wait_task", "set_deadline",
+    "shield", "unshield", "park", "reschedule",
+)

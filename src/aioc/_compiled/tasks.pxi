@@ -15,6 +15,18 @@ cdef class Task:
     def __init__(self, *args):
         raise TypeError(NO_TASK_CREATION)
 
+    @property
+    def name(self):
+        return self.task_name if self.task_name is not None else default_name(self.coro)
+
+    @name.setter
+    def name(self, name):
+        self.task_name = check_name(name)
+
+    def stack(self):
+        """Where the task is suspended and what it waits on."""
+        return TaskStack(coroutine_frames(self.coro), self.loop._waiting_on(self))
+
     def done(self):
         return self.finished
 
@@ -47,9 +59,8 @@ cdef class Task:
         return self.finished and isinstance(self.error, Cancelled)
 
     def __repr__(self):
-        name = getattr(self.coro, "__qualname__", type(self.coro).__name__)
         state = "pending" if not self.finished else "cancelled" if self.cancelled() else "done"
-        return f"<Task {name} {state}>"
+        return f"<Task {self.name} {state}>"
 
     def __del__(self):
         if self.log_exception:
