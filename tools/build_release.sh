@@ -10,7 +10,7 @@
 #   3. Each repaired wheel installed into a fresh venv of its Python where no
 #      C compiler can be found, with pip --only-binary=:all: --no-index
 #      --find-links dist/, and the test suite run against the installed
-#      package from a directory that holds only a copy of tests/.
+#      package from a directory that holds only a copy of tests/ and tools/.
 #   4. The sdist installed into a fresh venv with a compiler: the compiled loop
 #      builds and imports, and the test suite passes.
 #
@@ -198,11 +198,13 @@ EOF
     "$python" -m pip install --quiet --only-binary=:all: "${deps[@]}"
 }
 
-# suite_dir: a fresh directory that holds only a copy of tests/.
+# suite_dir: a fresh directory that holds only a copy of tests/ and of the
+# tools/ that tests drive (the soak tool), never the package's sources.
 suite_dir() {
     local dir
     dir="$(mktemp -d "$WORK/suite.XXXXXX")"
     cp -r "$ROOT/tests" "$dir/tests"
+    cp -r "$ROOT/tools" "$dir/tools"
     find "$dir/tests" -name __pycache__ -prune -exec rm -rf {} +
     echo "$dir"
 }
