@@ -18,6 +18,9 @@ else:
     # The public names are listed once, in events.__all__ and _loop_py.__all__.
     globals().update({name: getattr(_impl, name) for name in _impl.__all__})
 
+# The runtime above the loop: pure Python on the contract, shared by both loops.
+from . import scopes
+from .scopes import *  # noqa: F403
 from ._version import __version__ as __version__
 
-__all__ = ["IMPLEMENTATION", *_impl.__all__]
+__all__ = ["IMPLEMENTATION", *_impl.__all__, *scopes.__all__]
