@@ -280,3 +280,29 @@ def test_only_the_loop_wakes_a_task_waiting_on_it(aio, loop, runner, socketpair)
     loop.call_soon(meddler(target))
     runner.forever()
     assert target.result() == b"real"
+
+
+def test_a_parked_task_woken_by_a_cancel_is_not_queued_again(aio, loop, runner):
+    """The grant that comes after the cancel is refused, so the task runs once."""
+    gate = Gate()
+    steps = []
+
+    def waiter():
+        try:
+            yield from gate.wait()
+        except aio.Cancelled:
+            steps.append("cancelled")
+        yield aio.Sleep(0.01)
+        steps.append("slept")
+        return "done"
+
+    def canceller(task):
+        yield aio.Sleep(0)
+        task.cancel()
+        assert loop.reschedule(gate.waiters.pop(0), "late grant") is False
+
+    task = loop.call_soon(waiter())
+    loop.call_soon(canceller(task))
+    runner.forever()
+    assert task.result() == "done"
+    assert steps == ["cancelled", "slept"]

@@ -170,3 +170,23 @@ def test_a_debug_loop_logs_a_step_that_holds_it(aio, caplog):
     assert len(reports) == 1
     assert reports[0].startswith("task hog held the loop for 0.0")
     assert "in hog" in reports[0]
+
+
+def test_timeout_after_raises_once_so_that_cleanup_can_wait(aio, loop, runner):
+    trace = []
+
+    def work():
+        try:
+            yield aio.Sleep(5)
+        except TimeoutError:
+            trace.append("timed out")
+            yield aio.Sleep(0.01)  # cleanup that waits is not cut short again
+            trace.append("cleaned up")
+            raise
+
+    def main():
+        with pytest.raises(TimeoutError):
+            yield from aio.timeout_after(0.01, work())
+        return trace
+
+    assert runner.complete(main()) == ["timed out", "cleaned up"]

@@ -189,12 +189,13 @@ cdef class EventLoop:
     cpdef shield(self, Task task)
     cpdef bint unshield(self, Task task) except -1
     cpdef park(self, Task task)
-    cpdef reschedule(self, Task task, value=*)
+    cpdef bint reschedule(self, Task task, value=*) except -1
     # scheduling
     cpdef Task call_soon(self, object coro)
     cdef int check_open(self) except -1
     cdef Task new_task(self, object coro)
     cdef int schedule_new(self, Task task) except -1
+    cdef int push(self, Task task, object value) except -1
     cdef int adopt_threadsafe(self) except -1
     cdef int run_once(self) except -1
     cdef int step(self, Task task, object value) except -1

@@ -154,6 +154,7 @@ cdef enum:
     WAIT_TIMER = 3
     WAIT_JOIN = 4
     WAIT_PARKED = 5
+    WAIT_QUEUED = -1               # in the ready queue: woken already
 
 # Readiness masks: the values of _constants (epoll's own), checked below.
 cdef enum:
@@ -452,14 +453,15 @@ cdef class EventLoop:
             raise ValueError(f"{task!r} belongs to another loop")
         task.wait_kind = WAIT_PARKED
 
-    cpdef reschedule(self, Task task, value=None):
+    cpdef bint reschedule(self, Task task, value=None) except -1:
         if task.loop is not self:
             raise ValueError(f"{task!r} belongs to another loop")
-        if task.wait_kind == WAIT_PARKED:
-            task.wait_kind = WAIT_NONE
-        elif task.wait_kind != WAIT_NONE:
+        if task.wait_kind == WAIT_QUEUED:
+            return False  # a cancel or a deadline woke it first
+        if task.wait_kind > WAIT_NONE and task.wait_kind != WAIT_PARKED:
             raise RuntimeError(reschedule_waiting(task))
-        ring_push(&self.ready, task, value)
+        self.push(task, value)
+        return True
 
     # -- the tutorial's names, kept for programs written against them -------
 
@@ -579,7 +581,11 @@ cdef class EventLoop:
             self.live_tail.next_live = task
         self.live_tail = task
         self.live_count += 1
-        return ring_push(&self.ready, task, None)
+        return self.push(task, None)
+
+    cdef inline int push(self, Task task, object value) except -1:
+        task.wait_kind = WAIT_QUEUED
+        return ring_push(&self.ready, task, value)
 
     cdef int adopt_threadsafe(self) except -1:
         while self.threadsafe:
@@ -589,6 +595,7 @@ cdef class EventLoop:
     cdef int step(self, Task task, object value) except -1:
         cdef PyObject *result = NULL
         cdef int status
+        task.wait_kind = WAIT_NONE
         if task.finished:
             return 0  # a stale entry: the task was ended while it sat in the queue
         if task.deadline is not NULL:
@@ -609,7 +616,7 @@ cdef class EventLoop:
         if status == 1:
             self.finish(task, event, None)
         elif task.throw_next is not None:
-            ring_push(&self.ready, task, None)  # cancelled while it ran
+            self.push(task, None)  # cancelled while it ran
         else:
             self.yield_event(event, task)
         return 0
@@ -631,7 +638,7 @@ cdef class EventLoop:
         # try block costs a thread-state lookup on every pass.
         cdef type kind = type(event)
         if kind is Sleep and (<Sleep>event)._seconds <= 0.0:
-            return ring_push(&self.ready, task, None)
+            return self.push(task, None)
         if kind is ReadEvent and rewait_read(self, <ReadEvent>event, task):
             return 0
         if kind is SendAll and is_socket((<SendAll>event).sock):
@@ -648,11 +655,11 @@ cdef class EventLoop:
             elif kind is Sleep:
                 seconds = (<Sleep>event)._seconds
                 if seconds <= 0.0:
-                    ring_push(&self.ready, task, None)
+                    self.push(task, None)
                 else:
                     self.wait_until(monotonic() + seconds, event, task)
             elif kind is Spawn:
-                ring_push(&self.ready, task, self.call_soon((<Spawn>event).coro))
+                self.push(task, self.call_soon((<Spawn>event).coro))
             elif kind is Join:
                 self.wait_task((<Join>event).task, event, task)
             elif kind is AcceptEvent:
@@ -679,7 +686,7 @@ cdef class EventLoop:
         if kind is SendAll and is_socket((<SendAll>event).sock):
             return send_all(self, <SendAll>event, task)
         if kind is Sleep:
-            return ring_push(&self.ready, task, None)
+            return self.push(task, None)
         if kind is AcceptEvent and is_inet_socket((<AcceptEvent>event).sock):
             return accept_for(self, <AcceptEvent>event, task)
         return self.resume_guarded(event, task)
@@ -698,7 +705,9 @@ cdef class EventLoop:
 
     cdef int schedule_throw(self, Task task, object exc) except -1:
         task.throw_next = exc
-        return ring_push(&self.ready, task, None)
+        if task.wait_kind != WAIT_QUEUED:  # queued already: the throw replaces its value
+            self.push(task, None)
+        return 0
 
     cdef int finish(self, Task task, object value, object error) except -1:
         task.finished = True
@@ -732,11 +741,11 @@ cdef class EventLoop:
         task.throw_next = Cancelled()
         if <PyObject *>task == self.current:
             return 0  # thrown in when it next yields
-        if task.wait_kind != WAIT_NONE:
+        if task.wait_kind > WAIT_NONE:
             self.unwait(task)
-            ring_push(&self.ready, task, None)
-        # Otherwise it already sits in the ready queue, where the pending
-        # throw replaces the value it would have received.
+            self.push(task, None)
+        # Otherwise it sits in the ready queue (or is about to be adopted from
+        # another thread), where the pending throw replaces its value.
         return 0
 
     def _close_task(self, Task task):
@@ -807,12 +816,14 @@ cdef class EventLoop:
         return None
 
     cdef int unwait(self, Task task) except -1:
-        """Remove ``task``'s registration, whatever it waits on."""
+        """Remove ``task``'s registration, whatever it waits on (a queued task stays queued)."""
         cdef int kind = task.wait_kind
         cdef FdSlot *slot
         cdef PyObject *event
         cdef PyObject *waiter
         cdef PyObject *owner
+        if kind <= WAIT_NONE:
+            return 0
         task.wait_kind = WAIT_NONE
         if kind == WAIT_READ or kind == WAIT_WRITE:
             slot = &self.fds.slots[task.wait_fd]
@@ -945,7 +956,7 @@ cdef class EventLoop:
 
     cdef int expire(self, Task task) except -1:
         task.deadline = NULL
-        if task.wait_kind != WAIT_NONE:  # still blocked; otherwise it already got its value
+        if task.wait_kind > WAIT_NONE:  # still blocked; otherwise it already got its value
             self.unwait(task)
             self.schedule_throw(task, TimeoutError())
         return 0

@@ -45,6 +45,8 @@ ExceptionHandler = Callable[["EventLoop", dict], None]
 
 # What a blocked task waits on (Task._wait_kind).
 WAIT_NONE, WAIT_READ, WAIT_WRITE, WAIT_TIMER, WAIT_JOIN, WAIT_PARKED = 0, 1, 2, 3, 4, 5
+# In the ready queue: woken already, by whatever woke it first.
+WAIT_QUEUED = -1
 
 
 class Task:
@@ -399,16 +401,18 @@ class EventLoop:
             raise ValueError(f"{task!r} belongs to another loop")
         task._wait_kind = WAIT_PARKED
 
-    def reschedule(self, task: Task, value: Any = None) -> None:
+    def reschedule(self, task: Task, value: Any = None) -> bool:
         if not isinstance(task, Task):
             raise TypeError(f"expected a Task, got {task!r}")
         if task._loop is not self:
             raise ValueError(f"{task!r} belongs to another loop")
-        if task._wait_kind == WAIT_PARKED:
-            task._wait_kind = WAIT_NONE
-        elif task._wait_kind:
+        kind = task._wait_kind
+        if kind == WAIT_QUEUED:
+            return False  # a cancel or a deadline woke it first
+        if kind > WAIT_NONE and kind != WAIT_PARKED:
             raise RuntimeError(C.reschedule_waiting(task))
-        self._ready.append((task, value))
+        self._push(task, value)
+        return True
 
     # -- the tutorial's names, kept for programs written against them -------
 
@@ -491,7 +495,11 @@ class EventLoop:
 
     def _schedule_new(self, task: Task) -> None:
         self._tasks[task] = None
-        self._ready.append((task, None))
+        self._push(task, None)
+
+    def _push(self, task: Task, value: Any) -> None:
+        task._wait_kind = WAIT_QUEUED
+        self._ready.append((task, value))
 
     def _adopt_threadsafe(self) -> None:
         while self._threadsafe:
@@ -509,6 +517,7 @@ class EventLoop:
                 logger.warning(C.SLOW_STEP_REPORT, task.name, held, resumed_at)
 
     def _step(self, task: Task, value: Any) -> None:
+        task._wait_kind = WAIT_NONE
         if task._finished:
             return  # a stale entry: the task was ended while it sat in the queue
         if task._deadline is not None:
@@ -536,7 +545,7 @@ class EventLoop:
         else:
             self._current = None
             if task._throw_next is not None:
-                self._ready.append((task, None))  # cancelled while it ran
+                self._push(task, None)  # cancelled while it ran
             else:
                 self._yield_event(event, task)
 
@@ -568,7 +577,8 @@ class EventLoop:
 
     def _schedule_throw(self, task: Task, exc: BaseException) -> None:
         task._throw_next = exc
-        self._ready.append((task, None))
+        if task._wait_kind != WAIT_QUEUED:  # queued already: the throw replaces its value
+            self._push(task, None)
 
     def _finish(self, task: Task, value: Any, error: BaseException | None) -> None:
         task._finished = True
@@ -588,11 +598,11 @@ class EventLoop:
         task._throw_next = Cancelled()
         if task is self._current:
             return  # thrown in when it next yields
-        if task._wait_kind:
+        if task._wait_kind > WAIT_NONE:
             self._unwait(task)
-            self._ready.append((task, None))
-        # Otherwise it already sits in the ready queue, where the pending
-        # throw replaces the value it would have received.
+            self._push(task, None)
+        # Otherwise it sits in the ready queue (or is about to be adopted from
+        # another thread), where the pending throw replaces its value.
 
     def _close_task(self, task: Task) -> None:
         self._unwait(task)
@@ -634,8 +644,10 @@ class EventLoop:
         return None
 
     def _unwait(self, task: Task) -> None:
-        """Remove ``task``'s registration, whatever it waits on."""
+        """Remove ``task``'s registration, whatever it waits on (a queued task stays queued)."""
         kind = task._wait_kind
+        if kind <= WAIT_NONE:
+            return
         task._wait_kind = WAIT_NONE
         if kind == WAIT_READ:
             del self._read_waiting[task._wait_fd]
@@ -742,7 +754,7 @@ class EventLoop:
 
     def _expire(self, task: Task) -> None:
         task._deadline = None
-        if task._wait_kind:  # still blocked; otherwise it already got its value
+        if task._wait_kind > WAIT_NONE:  # still blocked; otherwise it already got its value
             self._unwait(task)
             self._schedule_throw(task, TimeoutError())
 

@@ -422,12 +422,14 @@ def timeout_after(seconds: float, coro: Any) -> Generator[Any, Any, Any]:
     Every event ``coro`` yields is wrapped in :class:`Timeout` with the time
     left, so ``TimeoutError`` is raised inside ``coro`` at whichever yield is
     pending when the time runs out, and propagates out unless ``coro``
-    handles it.  Nests: the earliest deadline wins.
+    handles it.  It is raised once: a ``coro`` that catches it can still wait
+    to clean up (take a lock back, say).  Nests: the earliest deadline wins.
     """
     deadline = time.monotonic() + check_seconds(seconds)
     send, throw = coro.send, coro.throw
     value: Any = None
     error: BaseException | None = None
+    expired = False
     while True:
         try:
             event = send(value) if error is None else throw(error)
@@ -436,13 +438,14 @@ def timeout_after(seconds: float, coro: Any) -> Generator[Any, Any, Any]:
         value = error = None
         try:
             # A non-event goes out as it is, so the loop's TypeError lands in coro.
-            if hasattr(event, "_yield"):
+            if not expired and hasattr(event, "_yield"):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     # The time ran out while coro never blocked (its events
                     # completed at once): a Timeout would not fire, so the
                     # bound is enforced here, at the pending yield.
                     error = TimeoutError()
+                    expired = True
                     continue
                 event = Timeout(event, left)
             value = yield event
@@ -450,4 +453,6 @@ def timeout_after(seconds: float, coro: Any) -> Generator[Any, Any, Any]:
             coro.close()
             raise
         except BaseException as exc:
+            # This bound's own TimeoutError (not an inner, shorter one's).
+            expired = expired or (isinstance(exc, TimeoutError) and time.monotonic() >= deadline)
             error = exc

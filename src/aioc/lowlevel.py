@@ -99,12 +99,14 @@ class Loop(Protocol):
         """
         ...
 
-    def reschedule(self, task: Any, value: Any = None) -> None:
-        """Queue ``task`` to resume with ``value`` at its ``yield``.
+    def reschedule(self, task: Any, value: Any = None) -> bool:
+        """Queue ``task`` to resume with ``value`` at its ``yield``; True if it was queued.
 
-        ``task`` must be running its ``_yield``/``_resume`` or be parked: a
-        task that waits on an fd, a timer or another task is woken by the loop
-        alone (``RuntimeError`` otherwise), so that no task is queued twice.
+        ``task`` must be in its event's ``_yield``/``_resume`` or parked.  A
+        parked task that a cancel or a deadline woke first is not queued again:
+        the call returns False and ``value`` is not delivered (a primitive
+        then hands its grant to the next waiter).  A task that waits on an fd,
+        a timer or another task is woken by the loop alone (``RuntimeError``).
         """
         ...
 

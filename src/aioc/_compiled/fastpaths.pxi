@@ -74,7 +74,7 @@ cdef int recv_for(EventLoop loop, ReadEvent event, Task task) except -1:
         data = PyBytes_FromStringAndSize(loop.read_buffer, n)
     except MemoryError as exc:
         return loop.schedule_throw(task, exc)
-    return ring_push(&loop.ready, task, data)
+    return loop.push(task, data)
 
 
 cdef int accept_for(EventLoop loop, AcceptEvent event, Task task) except -1:
@@ -117,7 +117,7 @@ cdef int accept_for(EventLoop loop, AcceptEvent event, Task task) except -1:
     except BaseException as exc:
         conn.close()
         return loop.schedule_throw(task, exc)
-    return ring_push(&loop.ready, task, (conn, peer))
+    return loop.push(task, (conn, peer))
 
 
 cdef object accepted_socket(object listener, int conn_fd):
@@ -163,7 +163,7 @@ cdef int send_all(EventLoop loop, SendAll event, Task task) except -1:
     if not is_bytes:
         PyBuffer_Release(&view)
     if err == 0:
-        return ring_push(&loop.ready, task, event._sent)
+        return loop.push(task, event._sent)
     if err != EAGAIN:
         return loop.schedule_throw(task, os_error(err))
     try:
