@@ -17,13 +17,14 @@ Benchmark aioc's event loop against asyncio, uvloop and a C epoll server.
 
 Network workloads (conn/s; keep-alive with 64 B, 1 KiB, 16 KiB bodies; keep-alive
 with idle connections held open) run each server in its own process on one CPU and
-the load generator on another; scheduler workloads (task switches, spawns, timers)
+the load generator on another; scheduler workloads (task switches, spawns, timers, a queue, a lock)
 run in-process.  Contenders are interleaved round by round; the table shows medians
 and the min-max spread, and the server's CPU time per request.
 """
 
 EPILOG = """\
-workloads: conn, ka64, ka1k, ka16k, idle<N> (from --idle), switch, spawn, timers;
+workloads: conn, ka64, ka1k, ka16k, idle<N> (from --idle), switch, spawn, timers,
+  queue, lock;
   groups: net, keepalive, idle, scheduler.
 contenders: {contenders};
   a prefix selects a family (aioc, asyncio, uvloop, c).
@@ -119,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="idle-connection levels of the idle series (default 0,1000,10000; --quick 0,1000)")
     parser.add_argument("--sched-scale", type=_positive_float, metavar="FACTOR",
                         help="scheduler sizes as a fraction of the full ones (100 tasks x 20,000 switches, "
-                             f"200,000 spawns, 100,000 timers); default {SCHED_SCALE}, --quick {QUICK['sched_scale']}")
+                             f"200,000 spawns, 100,000 timers, 1,000,000 queue items and lock pairs); default {SCHED_SCALE}, --quick {QUICK['sched_scale']}")
     parser.add_argument("--no-keep-awake", dest="keep_awake", action="store_false",
                         help="let idle CPUs halt (by default a lowest-priority spinner keeps them awake; "
                              "see aioc.bench.keepawake)")

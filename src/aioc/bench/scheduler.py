@@ -11,6 +11,11 @@ implementation follows ``AIOC_NO_EXTENSIONS``), ``asyncio`` or ``uvloop``.
 - ``timers``: ``count`` tasks each sleep a random delay in ``[0, max_delay]``
   (the same seeded delays for every loop): timers per second, and how late
   each wake-up came compared to its deadline.
+- ``queue``: a producer and a consumer task pass ``count`` items through a
+  queue of ``maxsize`` items (aioc ``aioc.queues.Queue``, asyncio
+  ``asyncio.Queue``): items per second.
+- ``lock``: one task acquires and releases an uncontended lock ``count``
+  times (``aioc.sync.Lock``, ``asyncio.Lock``): acquire-release pairs per second.
 """
 
 from __future__ import annotations
@@ -26,11 +31,12 @@ import time
 from .stats import percentile
 
 LOOPS = ("aioc", "asyncio", "uvloop")
-WORKLOADS = ("switch", "spawn", "timers")
+WORKLOADS = ("switch", "spawn", "timers", "queue", "lock")
 
 #: The full sizes; ``scaled`` shrinks the counts (not the number of tasks or the delays).
 FULL_SIZES = {"switch": {"tasks": 100, "count": 20_000}, "spawn": {"count": 200_000},
-              "timers": {"count": 100_000, "max_delay": 0.05}}
+              "timers": {"count": 100_000, "max_delay": 0.05},
+              "queue": {"count": 1_000_000, "maxsize": 100}, "lock": {"count": 1_000_000}}
 
 
 def scaled(scale: float) -> dict[str, dict]:
@@ -39,6 +45,8 @@ def scaled(scale: float) -> dict[str, dict]:
         "switch": {"tasks": 100, "count": max(1, round(20_000 * scale))},
         "spawn": {"count": max(1, round(200_000 * scale))},
         "timers": {"count": max(1, round(100_000 * scale)), "max_delay": 0.05},
+        "queue": {"count": max(1, round(1_000_000 * scale)), "maxsize": 100},
+        "lock": {"count": max(1, round(1_000_000 * scale))},
     }
 
 
@@ -126,6 +134,57 @@ def aioc_timers(backend: str, count: int, max_delay: float) -> dict:
     elapsed = time.perf_counter() - start
     loop.close()
     return {"ops": len(late), "expected": count, "elapsed_s": elapsed, "lateness": late}
+
+
+def aioc_queue(backend: str, count: int, maxsize: int) -> dict:
+    import aioc
+    from aioc.queues import Queue
+
+    received = [0]
+    queue: Queue[int] = Queue(maxsize)
+
+    def producer():
+        put = queue.put
+        for i in range(count):
+            yield from put(i)
+
+    def consumer():
+        get = queue.get
+        for _ in range(count):
+            yield from get()
+        received[0] = count
+
+    loop = aioc.EventLoop(backend)
+    start = time.perf_counter()
+    loop.call_soon(producer())
+    loop.call_soon(consumer())
+    loop.run_forever()
+    elapsed = time.perf_counter() - start
+    loop.close()
+    return {"ops": received[0], "expected": count, "elapsed_s": elapsed}
+
+
+def aioc_lock(backend: str, count: int) -> dict:
+    import aioc
+    from aioc.sync import Lock
+
+    done = [0]
+    lock = Lock()
+
+    def locker():
+        acquire, release = lock.acquire, lock.release
+        for _ in range(count):
+            yield from acquire()
+            release()
+        done[0] = count
+
+    loop = aioc.EventLoop(backend)
+    start = time.perf_counter()
+    loop.call_soon(locker())
+    loop.run_forever()
+    elapsed = time.perf_counter() - start
+    loop.close()
+    return {"ops": done[0], "expected": count, "elapsed_s": elapsed}
 
 
 # -- asyncio and uvloop -----------------------------------------------------------
@@ -223,6 +282,52 @@ def asyncio_timers(name: str, count: int, max_delay: float) -> dict:
     return {"ops": len(late), "expected": count, "elapsed_s": elapsed, "lateness": late}
 
 
+def asyncio_queue(name: str, count: int, maxsize: int) -> dict:
+    import asyncio
+
+    received = [0]
+
+    async def main():
+        queue: asyncio.Queue[int] = asyncio.Queue(maxsize)
+
+        async def producer():
+            put = queue.put
+            for i in range(count):
+                await put(i)
+
+        async def consumer():
+            get = queue.get
+            for _ in range(count):
+                await get()
+            received[0] = count
+
+        start = time.perf_counter()
+        await asyncio.gather(producer(), consumer())
+        return time.perf_counter() - start
+
+    elapsed = _run_asyncio(name, main())
+    return {"ops": received[0], "expected": count, "elapsed_s": elapsed}
+
+
+def asyncio_lock(name: str, count: int) -> dict:
+    import asyncio
+
+    done = [0]
+
+    async def main():
+        lock = asyncio.Lock()
+        acquire, release = lock.acquire, lock.release
+        start = time.perf_counter()
+        for _ in range(count):
+            await acquire()
+            release()
+        done[0] = count
+        return time.perf_counter() - start
+
+    elapsed = _run_asyncio(name, main())
+    return {"ops": done[0], "expected": count, "elapsed_s": elapsed}
+
+
 def _run_delay() -> float | None:
     try:
         with open("/proc/self/schedstat", "rb") as f:
@@ -240,13 +345,15 @@ def run(loop_name: str, workload: str, *, backend: str = "epoll", **sizes) -> di
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     wait0 = _run_delay()
     if loop_name == "aioc":
-        func = {"switch": aioc_switch, "spawn": aioc_spawn, "timers": aioc_timers}[workload]
+        func = {"switch": aioc_switch, "spawn": aioc_spawn, "timers": aioc_timers, "queue": aioc_queue,
+                "lock": aioc_lock}[workload]
         result = func(backend, **sizes)
         import aioc
 
         result["loop"] = f"aioc-{aioc.IMPLEMENTATION}-{backend}"
     else:
-        func = {"switch": asyncio_switch, "spawn": asyncio_spawn, "timers": asyncio_timers}[workload]
+        func = {"switch": asyncio_switch, "spawn": asyncio_spawn, "timers": asyncio_timers, "queue": asyncio_queue,
+                "lock": asyncio_lock}[workload]
         result = func(loop_name, **sizes)
         result["loop"] = loop_name
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)

@@ -44,6 +44,10 @@ def build(idle_levels: tuple[int, ...] = DEFAULT_IDLE_LEVELS) -> list[Workload]:
         Workload("spawn", "spawn-and-finish: trivial tasks spawned and run to completion", "sched", "tasks/s",
                  sched="spawn"),
         Workload("timers", "timers: tasks sleep random 0-50 ms delays", "sched", "timers/s", sched="timers"),
+        Workload("queue", "queue: a producer and a consumer task pass items through a queue of 100", "sched",
+                 "items/s", sched="queue"),
+        Workload("lock", "lock: one task acquires and releases an uncontended lock", "sched", "pairs/s",
+                 sched="lock"),
     ]
     return workloads
 
@@ -52,7 +56,7 @@ GROUPS = {
     "net": "every network workload",
     "keepalive": "ka64, ka1k, ka16k",
     "idle": "the idle-connection series (ka64 is its 0 point)",
-    "scheduler": "switch, spawn, timers",
+    "scheduler": "switch, spawn, timers, queue, lock",
 }
 
 
