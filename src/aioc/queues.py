@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Generator
 from typing import Any, Generic, TypeVar
 
-from .sync import Waiter, forget, grant, park
+from .sync import Waiter, forget, grant_first, park
 
 __all__ = ["QueueEmpty", "QueueFull", "Queue", "LifoQueue", "PriorityQueue", "UniversalQueue"]
 
@@ -107,9 +107,7 @@ class Queue(Generic[T]):
 
     def _deliver(self, item: T) -> None:
         self._unfinished += 1
-        if self._getters:
-            grant(self._getters.popleft(), item)
-        else:
+        if not grant_first(self._getters, item):
             self._put_item(item)
 
     def _pass_room_on(self, _: Any) -> None:
@@ -121,7 +119,8 @@ class Queue(Generic[T]):
         putters = self._putters
         while putters and not self.full():
             self._reserved += 1
-            grant(putters.popleft())
+            if not grant_first(putters):
+                self._reserved -= 1
 
     # -- getting ------------------------------------------------------------------
 
@@ -147,9 +146,7 @@ class Queue(Generic[T]):
     def _give_item_back(self, item: T) -> None:
         # A getter handed ``item`` was cancelled before it ran: the next
         # getter gets it, else it goes back where get takes from first.
-        if self._getters:
-            grant(self._getters.popleft(), item)
-        else:
+        if not grant_first(self._getters, item):
             self._put_back(item)
 
     # -- joining ------------------------------------------------------------------
@@ -160,9 +157,8 @@ class Queue(Generic[T]):
             raise ValueError("task_done() called too many times")
         self._unfinished -= 1
         if self._unfinished == 0:
-            joiners = self._joiners
-            while joiners:
-                grant(joiners.popleft())
+            while grant_first(self._joiners):
+                pass
 
     @types.coroutine
     def join(self) -> Generator[Any, Any, None]:
@@ -255,8 +251,8 @@ class UniversalQueue(Generic[T]):
     def _serve_getters(self) -> None:
         # Called with the mutex held, on the loop's thread.
         getters, items = self._getters, self._items
-        while getters and items:
-            grant(getters.popleft(), items.popleft())
+        while items and grant_first(getters, items[0]):
+            items.popleft()
         self._waiting = len(getters)
 
     def get_nowait(self) -> T:

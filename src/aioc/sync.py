@@ -12,14 +12,13 @@ straight to the woken waiter (nobody can barge in between).
 Cancellation safety: a waiter can be granted what it waited for (the lock, a
 permit) and then be cancelled before it runs.  The waiter's record says it
 was granted, and the cancelled waiter hands the grant on to the next one
-before the cancellation propagates; nothing is ever lost.  :func:`grant`
-explains how a waiter is woken so that a task cancelled before its grant is
-never woken twice.
+before the cancellation propagates; nothing is ever lost.  A waiter that a
+cancel or a deadline woke first is skipped: the loop refuses to reschedule
+it (:func:`grant_first`).
 """
 
 from __future__ import annotations
 
-import math
 import types
 from collections import deque
 from collections.abc import Callable, Generator
@@ -28,8 +27,6 @@ from typing import Any, TypeVar
 __all__ = ["Lock", "Semaphore", "BoundedSemaphore", "Condition", "Flag"]
 
 T = TypeVar("T")
-
-_NEVER = -math.inf  # a deadline that is already due when the loop next fires timers
 
 
 class Waiter:
@@ -58,42 +55,38 @@ class Waiter:
         raise NotImplementedError
 
 
-def grant(waiter: Waiter, value: Any = None) -> None:
-    """Wake ``waiter``'s task with ``value`` (it must already have left its line).
+def grant_first(line: deque[Waiter], value: Any = None) -> bool:
+    """Wake the first waiter of ``line`` that can still take ``value``; False if none can.
 
-    The wake-up is a deadline that is already due (``set_deadline``), not
-    ``reschedule``: the loop throws a deadline's ``TimeoutError`` into a task
-    only if it is still parked.  A task that was cancelled (or timed out)
-    just before the grant is therefore not woken a second time; it finds
-    ``granted`` set when its ``except`` runs and hands the grant on.
-    ``reschedule`` would queue it twice, and the second, stale wake-up would
-    resume it at whatever it waits on next.
+    A waiter whose task a cancel or a deadline woke first is taken out of
+    the line and skipped: ``reschedule`` refuses a task that is already
+    queued, and that task forgets its waiter when the exception reaches it.
     """
-    waiter.granted = True
-    waiter.value = value
-    waiter.loop.set_deadline(waiter.task, _NEVER)
+    while line:
+        waiter = line.popleft()
+        if waiter.loop.reschedule(waiter.task, value):
+            waiter.granted = True
+            waiter.value = value
+            return True
+    return False
 
 
 def park(waiter: Waiter, give_back: Callable[[Any], None]) -> Generator[Any, Any, Any]:
     """Yield ``waiter`` until it is granted; return the granted value.
 
     On a cancel or a deadline a waiter that was not granted leaves its line;
-    one that was granted calls ``give_back(value)`` so that the grant goes to
-    someone else, then the exception propagates.  A ``TimeoutError`` that
-    finds the waiter granted is the wake-up itself (or a deadline that lost
-    the race to the grant): the wait succeeded.
+    one that was granted (and then cancelled before it ran) calls
+    ``give_back(value)`` so that the grant goes to someone else; then the
+    exception propagates.
     """
     try:
-        yield waiter
-    except BaseException as exc:
-        if not waiter.granted:
+        return (yield waiter)
+    except BaseException:
+        if waiter.granted:
+            give_back(waiter.value)  # granted, then cancelled before it ran
+        else:
             forget(waiter)
-            raise
-        if isinstance(exc, TimeoutError):
-            return waiter.value
-        give_back(waiter.value)
         raise
-    return waiter.value  # only a foreign reschedule gets here
 
 
 def forget(waiter: Waiter) -> None:
@@ -146,9 +139,7 @@ class Lock:
         self._pass_on(None)
 
     def _pass_on(self, _: Any) -> None:
-        if self._waiters:
-            grant(self._waiters.popleft(), True)
-        else:
+        if not grant_first(self._waiters, True):
             self._locked = False
 
     def __aenter__(self) -> Any:
@@ -200,9 +191,7 @@ class Semaphore:
         self._pass_on(None)
 
     def _pass_on(self, _: Any) -> None:
-        if self._waiters:
-            grant(self._waiters.popleft(), True)
-        else:
+        if not grant_first(self._waiters, True):
             self._value += 1
 
     def __aenter__(self) -> Any:
@@ -303,8 +292,7 @@ class Condition:
 
     def _pass_notification_on(self, _: Any) -> None:
         # Notified, then cancelled before it ran: the notification is not lost.
-        if self._waiters:
-            grant(self._waiters.popleft(), True)
+        grant_first(self._waiters, True)
 
     @types.coroutine
     def wait_for(self, predicate: Callable[[], T]) -> Generator[Any, Any, T]:
@@ -320,8 +308,7 @@ class Condition:
         if not self._lock.locked():
             raise RuntimeError("Condition.notify() needs the lock held")
         waiters = self._waiters
-        while n > 0 and waiters:
-            grant(waiters.popleft(), True)
+        while n > 0 and grant_first(waiters, True):
             n -= 1
 
     def notify_all(self) -> None:
@@ -349,9 +336,8 @@ class Flag:
         if self._set:
             return
         self._set = True
-        waiters = self._waiters
-        while waiters:
-            grant(waiters.popleft(), True)
+        while grant_first(self._waiters, True):
+            pass
 
     @types.coroutine
     def wait(self) -> Generator[Any, Any, bool]:
