@@ -243,6 +243,14 @@ def test_a_stale_socket_is_replaced_and_other_files_are_not(aio, loop, sock_dir)
         assert file.read() == "not a socket"
 
 
+def test_a_program_that_exits_without_closing_its_loop_removes_its_socket(aio, sock_dir):
+    path = os.path.join(sock_dir, "m.sock")
+    program = f"import aioc.monitor, {aio.__name__} as aio; aioc.monitor.start_monitor(aio.EventLoop(), {path!r}); print('STARTED')"
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=LIMIT)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "STARTED\n", "")
+    assert not os.path.exists(path)
+
+
 def test_a_closed_loop_cannot_be_monitored(aio, sock_dir):
     loop = aio.EventLoop()
     loop.close()

@@ -15,7 +15,9 @@ From a shell, while it runs::
     python -m aioc.monitor PID --stack   # and every task's frames
 
 The monitor is off unless the program starts it; it stops when the loop
-closes (or at :func:`stop_monitor`), and removes its socket file.
+closes, at :func:`stop_monitor` or when the program exits, and removes its
+socket file (a process that is killed leaves it; the next monitor on that
+path replaces it).
 :func:`format_tasks` gives the same table as a string, to log it or print it
 from a signal handler.
 
@@ -44,6 +46,7 @@ fails because the task changed under it is retried, then shown as
 from __future__ import annotations
 
 import argparse
+import atexit
 import errno
 import linecache
 import os
@@ -312,6 +315,9 @@ class Monitor:
         self._wake_r, self._wake_w = socket.socketpair()
         self._thread = threading.Thread(target=self._serve, name=f"aioc-monitor {self.path}", daemon=True)
         self._thread.start()
+        # A program that ends without closing its loop (Ctrl-C, sys.exit) still
+        # removes its socket; only a kill leaves a stale one for the next start.
+        atexit.register(self.stop)
 
     def __repr__(self) -> str:
         state = "stopped" if self._stopping else "serving"
@@ -330,6 +336,7 @@ class Monitor:
         if threading.current_thread() is not self._thread:
             self._thread.join(JOIN_TIMEOUT)
         self._unlink()
+        atexit.unregister(self.stop)
         with _monitors_lock:
             if self in _monitors:
                 _monitors.remove(self)
