@@ -803,10 +803,14 @@ cdef class EventLoop:
 
     def _waiting_on(self, Task task):
         cdef int kind = task.wait_kind
-        if kind == WAIT_READ:
-            return <object>self.fds.slots[task.wait_fd].reader_event
-        if kind == WAIT_WRITE:
-            return <object>self.fds.slots[task.wait_fd].writer_event
+        cdef FdSlot *slot
+        cdef PyObject *event = NULL
+        if kind == WAIT_READ or kind == WAIT_WRITE:
+            # Read from another thread (the monitor), so never trust the slot blindly.
+            if 0 <= task.wait_fd < self.fds.size:
+                slot = &self.fds.slots[task.wait_fd]
+                event = slot.reader_event if kind == WAIT_READ else slot.writer_event
+            return <object>event if event is not NULL else None
         if kind == WAIT_TIMER:
             return <object>task.wait_timer.event if task.wait_timer is not NULL and task.wait_timer.event is not NULL else None
         if kind == WAIT_JOIN:
@@ -891,10 +895,10 @@ cdef class EventLoop:
         self.io_waiters -= 1
         event = <object>event_ptr
         task = <Task>task_ptr
+        task.wait_kind = WAIT_NONE  # before any drop below can run Python code
         Py_DECREF(event)  # the locals now hold the slot's references
         Py_DECREF(task)
         Py_XDECREF(owner_ptr)
-        task.wait_kind = WAIT_NONE
         if self.resume_event(event, task):
             slot = &self.fds.slots[fd]
             slot.spurious += 1
