@@ -553,11 +553,6 @@ def test_a_group_inside_ignore_after_that_does_not_expire(aio, loop, runner):
     assert runner.complete(main()) == [1]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an expired timeout_after refuses every later wait at once, so the group cannot "
-    "wait for its cancelled children; needs timeout_after to stop bounding once it has fired",
-)
 def test_an_expired_deadline_still_waits_for_the_children(aio, loop, runner):
     trace = []
 

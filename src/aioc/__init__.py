@@ -19,10 +19,18 @@ else:
     globals().update({name: getattr(_impl, name) for name in _impl.__all__})
 
 # The runtime above the loop: pure Python on the contract, shared by both loops.
-from . import queues, scopes, sync
+from . import queues, scopes, sync, taskgroups
 from .queues import *  # noqa: F403
 from .scopes import *  # noqa: F403
 from .sync import *  # noqa: F403
+from .taskgroups import *  # noqa: F403
 from ._version import __version__ as __version__
 
-__all__ = ["IMPLEMENTATION", *_impl.__all__, *scopes.__all__, *sync.__all__, *queues.__all__]
+__all__ = [
+    "IMPLEMENTATION",
+    *_impl.__all__,
+    *scopes.__all__,
+    *taskgroups.__all__,
+    *sync.__all__,
+    *queues.__all__,
+]

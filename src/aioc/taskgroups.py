@@ -117,12 +117,9 @@ class _WaitFor(Event):
     """Wait until the child ``target`` has finished (without taking its result).
 
     A wait the loop owns, not a park: if the waiting task is cancelled or
-    its deadline passes, the loop removes the wait itself.  A parker cannot
-    tell that its parked task was cancelled until that task runs again, and
-    rescheduling it in that window queues it twice: the second entry would
-    resume it at whatever it waits on next.  ``registered`` tells whether
-    the wait reached the loop at all: an expired ``timeout_after`` refuses
-    every event with ``TimeoutError`` before the loop sees it.
+    its deadline passes, the loop removes the wait itself, and the group
+    keeps no waiting list of its own.  ``registered`` tells whether the wait
+    reached the loop at all (a child that joins its own group is refused).
     """
 
     __slots__ = ("target", "registered")
@@ -305,9 +302,9 @@ class TaskGroup:
                     interruption = exc
                 self._abort()
                 if not wait.registered:
-                    # Every wait is refused at once (an expired timeout_after,
-                    # or a child joining its own group): waiting again would
-                    # spin.  The children were cancelled; they end on their own.
+                    # Every wait is refused at once (a child joining its own
+                    # group): waiting again would spin.  The children were
+                    # cancelled; they end on their own.
                     self._abandoned = True
                     return interruption
 
