@@ -235,20 +235,23 @@ def test_default_handler_is_restored_when_the_loop_closes(aio, backend):
 
 
 def test_sigint_can_be_watched_while_the_loop_runs(aio, loop, runner):
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # As in an interactive program (a shell ignores SIGINT in background jobs).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        def main():
+            send_later(signal.SIGINT, 0.01)
+            return (yield from wait_signal(signal.SIGINT))
 
-    def main():
-        send_later(signal.SIGINT, 0.01)
-        return (yield from wait_signal(signal.SIGINT))
-
-    # No KeyboardInterrupt: the watch took SIGINT over from the loop's guard...
-    assert runner.complete(main()) == signal.SIGINT
-    # ...and keeps it after the run, and in the next one.
-    assert signal.getsignal(signal.SIGINT) is not signal.default_int_handler
-    send(signal.SIGINT)
-    assert runner.complete(wait_signal(signal.SIGINT)) == signal.SIGINT
-    loop.close()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        # No KeyboardInterrupt: the watch took SIGINT over from the loop's guard...
+        assert runner.complete(main()) == signal.SIGINT
+        # ...and keeps it after the run, and in the next one.
+        assert signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+        send(signal.SIGINT)
+        assert runner.complete(wait_signal(signal.SIGINT)) == signal.SIGINT
+        loop.close()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_watching_from_another_thread_is_refused(aio, backend):

@@ -188,7 +188,8 @@ class _Pool:
     def _work(self) -> None:
         me = threading.current_thread()
         lock = self.lock
-        with lock:
+        lock.acquire()
+        try:
             while True:
                 while not self.jobs:
                     if self.closed or len(self.threads) > self.size:
@@ -202,24 +203,27 @@ class _Pool:
                 lock.release()
                 try:
                     call.run()
-                    self._finished(call)
                 finally:
                     lock.acquire()
-                self.busy.discard(me)
-                self.idle += 1
-
-    def _finished(self, call: _Call) -> None:
-        with self.lock:
-            if self.closed:
-                return
-            self.finished.append(call)
-            if self.delivering:
-                return
-            self.delivering = True
-        try:
-            self.loop.call_soon_threadsafe(self._deliver())
-        except RuntimeError:
-            pass  # the loop closed meanwhile: nobody waits any more
+                    # Free before the outcome is delivered: a loop that closes
+                    # as soon as it has it finds this worker idle, and waits
+                    # for it to exit.
+                    self.busy.discard(me)
+                    self.idle += 1
+                if self.closed:
+                    continue  # nobody to deliver to
+                self.finished.append(call)
+                if not self.delivering:
+                    self.delivering = True
+                    lock.release()
+                    try:
+                        self.loop.call_soon_threadsafe(self._deliver())
+                    except RuntimeError:
+                        pass  # the loop closed meanwhile: nobody waits any more
+                    finally:
+                        lock.acquire()
+        finally:
+            lock.release()
 
 
 # The pool of each loop, created on first use and removed when the loop closes.
