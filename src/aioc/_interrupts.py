@@ -12,6 +12,11 @@ once, wherever it lands, so a task that never yields can still be stopped.
 
 The guard also points ``signal.set_wakeup_fd`` at the loop's wake-up socket,
 so that a signal landing just before a blocking poll ends the poll.
+
+A handler installed while the loop runs (``aioc.wait_signal(SIGINT)`` starts
+a watch from inside a task) replaces the guard's: the guard then leaves SIGINT
+alone when the run ends, and ``handler_beneath`` tells the newcomer which
+handler to restore later (the one the guard stood in for, not the guard's).
 """
 
 from __future__ import annotations
@@ -50,7 +55,9 @@ class InterruptGuard:
             signal.set_wakeup_fd(self._old_wakeup_fd)
             self._old_wakeup_fd = None
         if self._old_handler is not None:
-            signal.signal(signal.SIGINT, self._old_handler)
+            # Only if it is still ours: a handler installed during the run stays.
+            if signal.getsignal(signal.SIGINT) == self._on_sigint:
+                signal.signal(signal.SIGINT, self._old_handler)
             self._old_handler = None
 
     def _on_sigint(self, signum: int, frame: Any) -> None:
@@ -58,3 +65,16 @@ class InterruptGuard:
             raise KeyboardInterrupt
         self.pending = True
         self._stop()
+
+
+def handler_beneath(handler: Any) -> Any:
+    """The handler to restore in place of ``handler`` when a watch replaced it.
+
+    A running guard's handler lives only as long as that run: what stands
+    beneath it is the handler the guard replaced.  Any other handler is
+    itself.
+    """
+    guard = getattr(handler, "__self__", None)
+    if isinstance(guard, InterruptGuard) and guard._old_handler is not None:
+        return guard._old_handler
+    return handler
