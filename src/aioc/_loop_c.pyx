@@ -31,7 +31,7 @@ from posix.unistd cimport close as close_fd
 import _socket
 import os
 import socket
-import weakref
+import types
 from collections import deque
 
 from aioc import _constants as C
@@ -171,8 +171,8 @@ cdef int ZOMBIE_WAKEUPS = C.ZOMBIE_WAKEUPS
 cdef Py_ssize_t TIMER_PRUNE_MIN = C.TIMER_PRUNE_MIN
 cdef type SocketType = _socket.socket
 cdef type PySocketType = socket.socket
-cdef type GeneratorType = type((lambda: (yield))())
-cdef object CoroutineType = _loop_py.types.CoroutineType
+cdef type GeneratorType = types.GeneratorType
+cdef type CoroutineType = types.CoroutineType
 
 
 cdef inline double monotonic() noexcept nogil:
@@ -570,7 +570,12 @@ cdef class EventLoop:
         if kind is not GeneratorType and kind is not CoroutineType:
             if not (hasattr(coro, "send") and hasattr(coro, "throw")):
                 raise TypeError(not_a_coroutine(coro))
-        return Task.__new__(Task, self, coro)
+        global creating_task
+        creating_task = True
+        cdef Task task = Task.__new__(Task)  # no arguments to parse: the fields are set here
+        task.loop = self
+        task.coro = coro
+        return task
 
     cdef int schedule_new(self, Task task) except -1:
         # Linked in creation order, so close() can reach every live task.

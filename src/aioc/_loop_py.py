@@ -244,9 +244,13 @@ class EventLoop:
 
     def call_soon(self, coro: Any) -> Task:
         """Schedule ``coro`` (a generator or coroutine) as a new task."""
-        self._check_open()
-        task = self._new_task(coro)
-        self._schedule_new(task)
+        # _check_open, _new_task and _schedule_new, inlined: Spawn's hot path.
+        if self._closed:
+            raise RuntimeError(C.LOOP_CLOSED)
+        task = Task(coro, self)
+        self._tasks[task] = None
+        task._wait_kind = WAIT_QUEUED
+        self._ready.append((task, None))
         return task
 
     def call_soon_threadsafe(self, coro: Any) -> Task:
@@ -359,7 +363,9 @@ class EventLoop:
         self._wait_io(check_fd(fd), True, event, task, owner)
 
     def wait_until(self, deadline: float, event: Any, task: Task) -> None:
-        task._wait_timer = self._add_timer(check_deadline(deadline), task, event)
+        if type(deadline) is not float or deadline != deadline:
+            deadline = check_deadline(deadline)
+        task._wait_timer = self._add_timer(deadline, task, event)
         task._wait_kind = WAIT_TIMER
 
     def wait_task(self, target: Any, event: Any, task: Task) -> None:
@@ -376,7 +382,8 @@ class EventLoop:
         task._wait_kind, task._join_target = WAIT_JOIN, target
 
     def set_deadline(self, task: Task, deadline: float) -> None:
-        deadline = check_deadline(deadline)
+        if type(deadline) is not float or deadline != deadline:
+            deadline = check_deadline(deadline)
         current = task._deadline
         if current is not None:
             if current[0] <= deadline:
@@ -402,16 +409,20 @@ class EventLoop:
         task._wait_kind = WAIT_PARKED
 
     def reschedule(self, task: Task, value: Any = None) -> bool:
-        if not isinstance(task, Task):
-            raise TypeError(f"expected a Task, got {task!r}")
-        if task._loop is not self:
+        try:
+            kind = task._wait_kind
+            foreign = task._loop is not self
+        except AttributeError:
+            raise TypeError(f"expected a Task, got {task!r}") from None
+        if foreign:
             raise ValueError(f"{task!r} belongs to another loop")
-        kind = task._wait_kind
-        if kind == WAIT_QUEUED:
-            return False  # a cancel or a deadline woke it first
-        if kind > WAIT_NONE and kind != WAIT_PARKED:
-            raise RuntimeError(C.reschedule_waiting(task))
-        self._push(task, value)
+        if kind != WAIT_NONE:  # the common case is a task in its event's _yield/_resume
+            if kind == WAIT_QUEUED:
+                return False  # a cancel or a deadline woke it first
+            if kind != WAIT_PARKED:
+                raise RuntimeError(C.reschedule_waiting(task))
+        task._wait_kind = WAIT_QUEUED
+        self._ready.append((task, value))
         return True
 
     # -- the tutorial's names, kept for programs written against them -------
@@ -495,7 +506,8 @@ class EventLoop:
 
     def _schedule_new(self, task: Task) -> None:
         self._tasks[task] = None
-        self._push(task, None)
+        task._wait_kind = WAIT_QUEUED
+        self._ready.append((task, None))
 
     def _push(self, task: Task, value: Any) -> None:
         task._wait_kind = WAIT_QUEUED

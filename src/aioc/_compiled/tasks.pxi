@@ -1,16 +1,22 @@
 # Task: a coroutine run by the loop.
 
+# Set by EventLoop.new_task for the one Task it is about to create.
+cdef bint creating_task = False
+
+
 # No freelist: a recycled object keeps the GC header's "finalized" bit, and
 # __del__ (the report of a never-retrieved exception) would not run again.
 @cython.final
 cdef class Task:
     """A coroutine run by the loop (created by ``EventLoop.call_soon``)."""
 
-    def __cinit__(self, EventLoop loop not None, coro):
-        # A task always has its loop: cancel() and every wait go through it.
-        self.loop = loop
-        self.coro = coro
-        self.wait_fd = -1
+    def __cinit__(self):
+        # A task always has its loop (cancel() and every wait go through it):
+        # only EventLoop.new_task may create one, and it sets the loop at once.
+        global creating_task
+        if not creating_task:
+            raise TypeError(NO_TASK_CREATION)
+        creating_task = False
 
     def __init__(self, *args):
         raise TypeError(NO_TASK_CREATION)
