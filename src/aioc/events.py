@@ -130,8 +130,8 @@ def check_sent(sent: object) -> int:
     """A count of bytes already sent: an int, zero or more."""
     if isinstance(sent, bool) or not isinstance(sent, int):
         raise TypeError(f"sent must be an int, got {type(sent).__name__}")
-    if sent < 0:
-        raise ValueError(f"sent must not be negative, got {sent}")
+    if not 0 <= sent <= sys.maxsize:
+        raise ValueError(f"sent must be between 0 and {sys.maxsize}, got {sent}")
     return sent
 
 

@@ -144,7 +144,10 @@ cdef int send_all(EventLoop loop, SendAll event, Task task) except -1:
     if fd < 0:
         return loop.schedule_throw(task, os_error(EBADF))
     if event._sent < 0:  # _sent is writable from Python: never index before the data
-        return loop.schedule_throw(task, ValueError(f"sent must not be negative, got {event._sent}"))
+        try:
+            check_sent(event._sent)  # raises the pure loop's error
+        except ValueError as exc:
+            return loop.schedule_throw(task, exc)
     if is_bytes:  # the common case, without the buffer protocol's bookkeeping
         data, size = PyBytes_AS_STRING(event._data), PyBytes_GET_SIZE(event._data)
     else:
