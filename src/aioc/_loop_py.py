@@ -410,17 +410,19 @@ class EventLoop:
 
     def reschedule(self, task: Task, value: Any = None) -> bool:
         try:
-            kind = task._wait_kind
-            foreign = task._loop is not self
+            if task._loop is self and task._wait_kind == WAIT_NONE:
+                # The common case: a task in its event's _yield or _resume.
+                task._wait_kind = WAIT_QUEUED
+                self._ready.append((task, value))
+                return True
         except AttributeError:
             raise TypeError(f"expected a Task, got {task!r}") from None
-        if foreign:
+        if task._loop is not self:
             raise ValueError(f"{task!r} belongs to another loop")
-        if kind != WAIT_NONE:  # the common case is a task in its event's _yield/_resume
-            if kind == WAIT_QUEUED:
-                return False  # a cancel or a deadline woke it first
-            if kind != WAIT_PARKED:
-                raise RuntimeError(C.reschedule_waiting(task))
+        if task._wait_kind == WAIT_QUEUED:
+            return False  # a cancel or a deadline woke it first
+        if task._wait_kind != WAIT_PARKED:
+            raise RuntimeError(C.reschedule_waiting(task))
         task._wait_kind = WAIT_QUEUED
         self._ready.append((task, value))
         return True
