@@ -791,7 +791,7 @@ def test_programs_exercise_every_operation() -> None:
     variants |= {f"queue/{mode}" for mode in QUEUE_MODES}
     variants |= {bound_variant(bound) for bound in BOUNDS}
     variants |= {f"pair/{kind}" for kind in PAIR_KINDS} | {f"pair/cancel/{c}" for c in (None, "before", "after")}
-    assert seen >= core | structured | variants, sorted(core | structured | variants - seen)
+    assert seen >= core | structured | variants, sorted((core | structured | variants) - seen)
 
     timed: set[str] = set()
     for seed in range(20):

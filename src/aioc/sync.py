@@ -275,17 +275,17 @@ class Condition:
                 break
             except BaseException as exc:
                 if waiter.granted:
-                    # It holds the lock: the grant is kept, not handed on.  A
-                    # TimeoutError that finds it granted is the wake-up.
-                    if error is None and not isinstance(exc, TimeoutError):
+                    # Granted, then cancelled before it ran: it holds the lock
+                    # now, so the grant is kept, not handed on.
+                    if error is None:
                         error = exc
                     break
                 if error is None:
                     error = exc
                 forget(waiter)
                 if waiter.task is None:
-                    # Refused before it could park: an expired timeout_after
-                    # refuses every later wait, so waiting again would spin.
+                    # Refused before it could park (its yield raised at once):
+                    # waiting again would spin.
                     break
         if error is not None:
             raise error
