@@ -564,8 +564,9 @@ class EventLoop:
                 self._yield_event(event, task)
 
     def _yield_event(self, event: Any, task: Task) -> None:
-        method = getattr(event, "_yield", None)
-        if method is None:
+        try:
+            method = event._yield
+        except AttributeError:
             self._schedule_throw(task, not_an_event(task, event))
             return
         try:
