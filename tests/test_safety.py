@@ -246,24 +246,6 @@ def test_one_sleep_awaited_by_three_tasks_wakes_each_on_time(aio, loop, runner, 
     assert all(0.09 <= elapsed < 0.19 for elapsed in woke), woke
 
 
-def test_one_read_event_shared_by_two_tasks_serves_each(aio, loop, runner, socketpair):
-    a, b = socketpair()
-    c, d = socketpair()
-    first, second = aio.ReadEvent(a), aio.ReadEvent(c)
-
-    async def reader(event, label):
-        data = await event
-        return label, data
-
-    t1 = loop.call_soon(reader(first, "a"))
-    t2 = loop.call_soon(reader(second, "c"))
-    b.send(b"one")
-    d.send(b"two")
-    runner.forever(limit=5)
-    assert t1.result() == ("a", b"one")
-    assert t2.result() == ("c", b"two")
-
-
 # -- tasks belong to a loop --------------------------------------------------------------
 
 
