@@ -1261,6 +1261,44 @@ def test_random_programs_observe_the_same_on_both_loops(ops: tuple) -> None:
     check_outcomes(run_everywhere(interpreted(ops)))
 
 
+# -- examples that once broke a loop ----------------------------------------------------------------
+# Each was found by the search above; the bounded CI search may not draw it
+# again, so it runs on every run.
+
+FOUND: dict[str, Any] = {
+    # recv() of (size_t)-1 bytes into the 64 KiB read buffer: heap overflow.
+    "negative nbytes, 70000 bytes pending": HostileWait(("assign", "ReadEvent.nbytes", -1), "before", "yield", 70000, 0, False, 0),
+    # send() from before the data: heap over-read, memory sent to the peer.
+    "negative sent": HostileWait(("assign", "SendAll.sent", -1000), "before", "yield", 0, 0, False, 7),
+    # The pure SendAll slices data[-1:] == b"" forever.
+    "negative sent, empty data": HostileWait(("assign", "SendAll.sent", -1), "before", "yield", 0, 0, False, 0),
+    "released data": HostileWait(("release", "own data"), "before", "yield", 0, 0, False, 7),
+    "released data while waiting": HostileWait(("release", "own data"), "waiting", "yield", 1, 0, False, 300000),
+    "data not bytes-like": HostileWait(("assign", "SendAll.data", 0), "before", "yield", 0, 0, False, 7),
+    "NaN sleep": HostileWait(("assign", "Sleep.seconds", NAN), "before", "yield", 0, 0, False, 0),
+    "NaN timer": HostileWait(("timer wait", NAN, False), "before", "yield", 0, 0, False, 0),
+    "bool timer": HostileWait(("timer wait", True, False), "before", "yield", 0, 0, False, 0),
+    "NaN deadline": HostileWait(("assign", "Timeout.deadline", NAN), "before", "yield", 0, 0, False, 0),
+    "None deadline": HostileWait(("assign", "Timeout.deadline", None), "before", "yield", 0, 0, False, 0),
+    "shared Sleep, yield from": SharedWait("Sleep", (Waiter("yield from", 0, False),) * 2, None, 0, False),
+    "shared ReadEvent, await": SharedWait("ReadEvent", (Waiter("await", 0, False),) * 2, None, 2, False),
+    "released data on a closed socket": (("close behind", 0, "close", 0), ("released send", 0, "own data", "yield")),
+}
+
+
+@pytest.mark.parametrize("name", FOUND)
+def test_found_examples_stay_fixed(name: str) -> None:
+    case = FOUND[name]
+    if isinstance(case, HostileWait):
+        main, after = hostile_wait_program(case)
+        check_outcomes(run_everywhere(main, after), nan_deadline_spec(case))
+    elif isinstance(case, SharedWait):
+        main, after = shared_wait_program(case)
+        check_outcomes(run_everywhere(main, after), shared_wait_spec(case))
+    else:
+        check_outcomes(run_everywhere(interpreted(case)))
+
+
 # -- the spec, example by example -------------------------------------------------------------
 
 

@@ -183,9 +183,9 @@ cdef class EventLoop:
     cpdef double time(self) noexcept
     cpdef wait_readable(self, fd, event, Task task, owner=*)
     cpdef wait_writable(self, fd, event, Task task, owner=*)
-    cpdef wait_until(self, double deadline, event, Task task)
+    cpdef wait_until(self, deadline, event, Task task)
     cpdef wait_task(self, target, event, Task task)
-    cpdef set_deadline(self, Task task, double deadline)
+    cpdef set_deadline(self, Task task, deadline)
     cpdef shield(self, Task task)
     cpdef bint unshield(self, Task task) except -1
     cpdef park(self, Task task)
@@ -212,6 +212,7 @@ cdef class EventLoop:
     cdef int resume_guarded(self, object event, Task task) except -1
     # waiting and waking
     cdef int wait_io(self, int fd, bint writing, object event, Task task, object owner) except -1
+    cdef int wait_at(self, double deadline, object event, Task task) except -1
     cdef int dispatch_io(self, int fd, uint32_t mask, bint may_block) except -1
     cdef int wake_io(self, int fd, bint writer) except -1
     cdef int drain_wake(self) except -1

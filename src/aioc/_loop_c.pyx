@@ -40,7 +40,7 @@ from aioc import events as _events
 from aioc._interrupts import InterruptGuard
 from aioc._introspect import TaskStack, check_name, coroutine_frames, default_name, where
 from aioc._io_epoll import fileno_of, weak_owner
-from aioc._loop_py import check_fd, default_exception_handler, is_stale, not_an_event, logger
+from aioc._loop_py import check_deadline, check_fd, default_exception_handler, is_stale, not_an_event, logger
 from aioc.events import (
     Cancelled,
     ClosedResourceError,
@@ -173,6 +173,14 @@ cdef type SocketType = _socket.socket
 cdef type PySocketType = socket.socket
 cdef type GeneratorType = types.GeneratorType
 cdef type CoroutineType = types.CoroutineType
+
+
+cdef inline double as_deadline(object deadline) except? -1.0:
+    # A float as it is (timers_push refuses NaN); anything else as the pure
+    # loop takes it, so that a bool or a string is refused alike.
+    if type(deadline) is float:
+        return PyFloat_AS_DOUBLE(deadline)
+    return check_deadline(deadline)
 
 
 cdef inline double monotonic() noexcept nogil:
@@ -410,9 +418,8 @@ cdef class EventLoop:
     cpdef wait_writable(self, fd, event, Task task, owner=None):
         self.wait_io(check_fd(fd), True, event, task, owner)
 
-    cpdef wait_until(self, double deadline, event, Task task):
-        task.wait_timer = self.add_timer(deadline, task, event)
-        task.wait_kind = WAIT_TIMER
+    cpdef wait_until(self, deadline, event, Task task):
+        self.wait_at(as_deadline(deadline), event, task)
 
     cpdef wait_task(self, target, event, Task task):
         if type(target) is not Task or (<Task>target).loop is not self:
@@ -429,12 +436,13 @@ cdef class EventLoop:
         task.wait_kind = WAIT_JOIN
         task.join_target = other
 
-    cpdef set_deadline(self, Task task, double deadline):
+    cpdef set_deadline(self, Task task, deadline):
+        cdef double when = as_deadline(deadline)
         if task.deadline is not NULL:
-            if task.deadline.deadline <= deadline:
+            if task.deadline.deadline <= when:
                 return
             self.cancel_timer(task.deadline)
-        task.deadline = self.add_timer(deadline, task, None)
+        task.deadline = self.add_timer(when, task, None)
 
     cpdef shield(self, Task task):
         task.shield_depth += 1
@@ -662,7 +670,7 @@ cdef class EventLoop:
                 if seconds <= 0.0:
                     self.push(task, None)
                 else:
-                    self.wait_until(monotonic() + seconds, event, task)
+                    self.wait_at(monotonic() + seconds, event, task)
             elif kind is Spawn:
                 self.push(task, self.call_soon((<Spawn>event).coro))
             elif kind is Join:
@@ -823,6 +831,11 @@ cdef class EventLoop:
         if kind == WAIT_PARKED:
             return "parked"
         return None
+
+    cdef int wait_at(self, double deadline, object event, Task task) except -1:
+        task.wait_timer = self.add_timer(deadline, task, event)
+        task.wait_kind = WAIT_TIMER
+        return 0
 
     cdef int unwait(self, Task task) except -1:
         """Remove ``task``'s registration, whatever it waits on (a queued task stays queued)."""

@@ -365,8 +365,7 @@ class EventLoop:
     def wait_until(self, deadline: float, event: Any, task: Task) -> None:
         if type(deadline) is not float or deadline != deadline:
             deadline = check_deadline(deadline)
-        task._wait_timer = self._add_timer(deadline, task, event)
-        task._wait_kind = WAIT_TIMER
+        self._wait_at(deadline, event, task)
 
     def wait_task(self, target: Any, event: Any, task: Task) -> None:
         if not isinstance(target, Task) or target._loop is not self:
@@ -657,6 +656,10 @@ class EventLoop:
         if kind == WAIT_PARKED:
             return "parked"
         return None
+
+    def _wait_at(self, deadline: float, event: Any, task: Task) -> None:
+        task._wait_timer = self._add_timer(deadline, task, event)
+        task._wait_kind = WAIT_TIMER
 
     def _unwait(self, task: Task) -> None:
         """Remove ``task``'s registration, whatever it waits on (a queued task stays queued)."""

@@ -141,8 +141,7 @@ cdef int send_all(EventLoop loop, SendAll event, Task task) except -1:
     cdef int fd = aioc_socket_fd(event.sock)
     cdef int err = 0
     cdef bint is_bytes = type(event._data) is bytes
-    if fd < 0:
-        return loop.schedule_throw(task, os_error(EBADF))
+    # Checked in SendAll._yield's order: the count, the data, then the socket.
     if event._sent < 0:  # _sent is writable from Python: never index before the data
         try:
             check_sent(event._sent)  # raises the pure loop's error
@@ -156,7 +155,9 @@ cdef int send_all(EventLoop loop, SendAll event, Task task) except -1:
         except BaseException as exc:  # a released memoryview, say
             return loop.schedule_throw(task, exc)
         data, size = <const char *>view.buf, view.len
-    while event._sent < size:
+    if fd < 0 and event._sent < size:
+        err = EBADF  # what send() on a closed socket raises
+    while err == 0 and event._sent < size:
         n = send(fd, data + event._sent, size - event._sent, MSG_DONTWAIT)
         if n >= 0:
             event._sent += n
