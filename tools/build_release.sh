@@ -10,7 +10,8 @@
 #   3. Each repaired wheel installed into a fresh venv of its Python where no
 #      C compiler can be found, with pip --only-binary=:all: --no-index
 #      --find-links dist/, and the test suite run against the installed
-#      package from a directory that holds only a copy of tests/ and tools/.
+#      package from a directory that holds only copies of tests/, tools/
+#      and examples/.
 #   4. The sdist installed into a fresh venv with a compiler: the compiled loop
 #      builds and imports, and the test suite passes.
 #
@@ -198,13 +199,14 @@ EOF
     "$python" -m pip install --quiet --only-binary=:all: "${deps[@]}"
 }
 
-# suite_dir: a fresh directory that holds only a copy of tests/ and of the
-# tools/ that tests drive (the soak tool), never the package's sources.
+# suite_dir: a fresh directory that holds only a copy of tests/ and of what
+# tests run (tools/ and examples/), never the package's sources.
 suite_dir() {
     local dir
     dir="$(mktemp -d "$WORK/suite.XXXXXX")"
     cp -r "$ROOT/tests" "$dir/tests"
     cp -r "$ROOT/tools" "$dir/tools"
+    cp -r "$ROOT/examples" "$dir/examples"
     find "$dir/tests" -name __pycache__ -prune -exec rm -rf {} +
     echo "$dir"
 }
