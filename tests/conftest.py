@@ -42,6 +42,35 @@ def aio(request: pytest.FixtureRequest) -> Any:
         pytest.skip("the compiled loop is not built")
 
 
+def twin(pure: type, which: str) -> type:
+    """``pure`` itself, or its compiled twin of the same name in ``aioc._loop_c``."""
+    if which == "pure":
+        return pure
+    try:
+        compiled = importlib.import_module(IMPLEMENTATIONS["compiled"])
+    except ImportError as exc:
+        if _env.require_extensions():
+            pytest.fail(f"AIOC_REQUIRE_EXTENSIONS is set but the compiled loop cannot be imported: {exc}")
+        pytest.skip("the compiled loop is not built")
+    return getattr(compiled, pure.__name__)  # type: ignore[no-any-return]
+
+
+@pytest.fixture(params=list(IMPLEMENTATIONS))
+def Lock(request: pytest.FixtureRequest) -> type:
+    """The lock under test: ``aioc.sync.Lock``, the specification, or its compiled twin."""
+    from aioc import sync
+
+    return twin(sync.Lock, request.param)
+
+
+@pytest.fixture(params=list(IMPLEMENTATIONS))
+def Queue(request: pytest.FixtureRequest) -> type:
+    """The FIFO queue under test: ``aioc.queues.Queue``, the specification, or its compiled twin."""
+    from aioc import queues
+
+    return twin(queues.Queue, request.param)
+
+
 @pytest.fixture(params=BACKENDS, ids=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     return request.param

@@ -574,14 +574,16 @@ class Interpreter:
             a.setblocking(False)
             b.setblocking(False)
             self.pairs.append((a, b))
-        # The shared primitives of this run (see "shared primitives" above).
-        self.locks = [Lock() for _ in range(LOCKS)]
+        # The shared primitives of this run (see "shared primitives" above);
+        # the compiled loop's run uses its twins of Lock and Queue.
+        lock_type, queue_type = getattr(aio, "Lock", Lock), getattr(aio, "Queue", Queue)
+        self.locks = [lock_type() for _ in range(LOCKS)]
         self.semaphores = [Semaphore(n) for n in PERMITS]
         self.bounded_semaphores = [BoundedSemaphore(n) for n in PERMITS]
         self.conditions = [Condition(), Condition(self.locks[0])]
         self.condition_state = [0] * CONDITIONS
         self.flags = [Flag() for _ in range(FLAGS)]
-        self.queues = [cls(maxsize) for cls, maxsize in QUEUES]
+        self.queues = [(queue_type if cls is Queue else cls)(maxsize) for cls, maxsize in QUEUES]
         self.put_items: list[list[Any]] = [[] for _ in QUEUES]
         self.got_items: list[list[Any]] = [[] for _ in QUEUES]
         self.holders: dict[str, int] = {}

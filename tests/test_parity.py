@@ -185,3 +185,42 @@ def test_compiled_event_fields_are_the_pure_slots(name):
     declared, _, _ = c_members(name)
     declared.discard("suspended")
     assert declared == set(getattr(_loop_py, name).__slots__)
+
+
+#: The names the shared waiting halves in aioc.sync and aioc.queues use on a
+#: primitive, besides its public surface.
+PRIMITIVE_PROTECTED = {
+    "Lock": {"_waiters", "_pass_on", "_try_take"},
+    "Queue": {"_getters", "_putters", "_joiners", "_pass_room_on", "_put_in_reserved_room",
+              "_give_item_back", "_put_back", "_reserved", "_unfinished"},
+}
+
+
+def parameters_and_defaults(function: Any) -> list[tuple[str, Any]]:
+    """Names and defaults of a function's parameters, ``self`` aside."""
+    return [(p.name, p.default) for p in inspect.signature(function).parameters.values() if p.name != "self"]
+
+
+@pytest.mark.parametrize("name", sorted(PRIMITIVE_PROTECTED))
+def test_compiled_primitives_offer_the_pure_surface(name):
+    from aioc import queues, sync
+
+    pure = getattr(sync if name == "Lock" else queues, name)
+    compiled = getattr(_loop_c, name)
+    public = {n for n in surface(pure) if not n.startswith("_")}
+    assert {n for n in surface(compiled) if not n.startswith("_")} == public
+    pure_instance, compiled_instance = pure(), compiled()
+    assert PRIMITIVE_PROTECTED[name] <= set(dir(pure_instance)) & set(dir(compiled_instance))
+    for method in sorted(public | PRIMITIVE_PROTECTED[name]):
+        pure_member, compiled_member = getattr(pure_instance, method), getattr(compiled_instance, method)
+        if callable(pure_member):
+            assert parameters_and_defaults(pure_member) == parameters_and_defaults(compiled_member), method
+        assert (getattr(pure_member, "__doc__", None) or "") == (getattr(compiled_member, "__doc__", None) or ""), method
+
+
+def test_aioc_gives_the_compiled_primitives():
+    import aioc
+    from aioc import queues, sync
+
+    expected = (_loop_c.Lock, _loop_c.Queue) if aioc.IMPLEMENTATION == "compiled" else (sync.Lock, queues.Queue)
+    assert (aioc.Lock, aioc.Queue) == expected

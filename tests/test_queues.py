@@ -9,7 +9,7 @@ import types
 import pytest
 
 from aioc import Cancelled, timeout_after
-from aioc.queues import LifoQueue, PriorityQueue, Queue, QueueEmpty, QueueFull, UniversalQueue
+from aioc.queues import LifoQueue, PriorityQueue, QueueEmpty, QueueFull, UniversalQueue
 
 
 @types.coroutine
@@ -18,7 +18,7 @@ def awaitable(gen):
     return (yield from gen)
 
 
-def test_nowait_operations_and_state():
+def test_nowait_operations_and_state(Queue):
     q: Queue[int] = Queue(2)
     assert q.empty() and not q.full() and q.maxsize == 2
     q.put_nowait(1)
@@ -31,7 +31,7 @@ def test_nowait_operations_and_state():
         q.get_nowait()
 
 
-def test_put_and_get_do_not_yield_when_they_can_complete():
+def test_put_and_get_do_not_yield_when_they_can_complete(Queue):
     q: Queue[str] = Queue(1)
     with pytest.raises(StopIteration):
         q.put("x").send(None)
@@ -51,7 +51,7 @@ def test_lifo_and_priority_orders():
     assert [prio.get_nowait()[1] for _ in range(3)] == ["a", "b", "c"]
 
 
-def test_bounded_queue_producer_consumer(aio, loop, runner):
+def test_bounded_queue_producer_consumer(aio, loop, runner, Queue):
     q: Queue[int] = Queue(3)
     got = []
 
@@ -70,7 +70,7 @@ def test_bounded_queue_producer_consumer(aio, loop, runner):
     assert got == list(range(200)) and q.empty()
 
 
-def test_getters_and_putters_wake_in_fifo_order(aio, loop, runner):
+def test_getters_and_putters_wake_in_fifo_order(aio, loop, runner, Queue):
     q: Queue[str] = Queue(1)
     got, put = [], []
 
@@ -102,7 +102,7 @@ def test_getters_and_putters_wake_in_fifo_order(aio, loop, runner):
     assert got == [("a", "x"), ("b", "y"), ("c", "z")] and put == ["p", "q", "r"]
 
 
-def test_an_item_handed_to_a_cancelled_getter_goes_back_to_the_front(aio, loop, runner):
+def test_an_item_handed_to_a_cancelled_getter_goes_back_to_the_front(aio, loop, runner, Queue):
     q: Queue[str] = Queue()
 
     def main():
@@ -117,7 +117,7 @@ def test_an_item_handed_to_a_cancelled_getter_goes_back_to_the_front(aio, loop, 
     assert runner.complete(main()) == (True, "first", "second")
 
 
-def test_an_item_handed_to_a_cancelled_getter_goes_to_the_next_getter(aio, loop, runner):
+def test_an_item_handed_to_a_cancelled_getter_goes_to_the_next_getter(aio, loop, runner, Queue):
     q: Queue[str] = Queue()
 
     def main():
@@ -132,7 +132,7 @@ def test_an_item_handed_to_a_cancelled_getter_goes_to_the_next_getter(aio, loop,
     assert runner.complete(main()) == (True, "item", 0)
 
 
-def test_room_given_to_a_cancelled_putter_goes_to_the_next_putter(aio, loop, runner):
+def test_room_given_to_a_cancelled_putter_goes_to_the_next_putter(aio, loop, runner, Queue):
     q: Queue[str] = Queue(1)
 
     def main():
@@ -148,7 +148,7 @@ def test_room_given_to_a_cancelled_putter_goes_to_the_next_putter(aio, loop, run
     assert runner.complete(main()) == (True, True, "second", 0)
 
 
-def test_timeouts_around_get_and_put(aio, loop, runner):
+def test_timeouts_around_get_and_put(aio, loop, runner, Queue):
     q: Queue[int] = Queue(1)
 
     def main():
@@ -163,7 +163,7 @@ def test_timeouts_around_get_and_put(aio, loop, runner):
     assert runner.complete(main()) == 1
 
 
-def test_await_forms_with_timeout(aio, loop, runner):
+def test_await_forms_with_timeout(aio, loop, runner, Queue):
     q: Queue[int] = Queue()
 
     async def main():
@@ -175,7 +175,7 @@ def test_await_forms_with_timeout(aio, loop, runner):
     assert runner.complete(main()) == 5
 
 
-def test_join_waits_for_task_done(aio, loop, runner):
+def test_join_waits_for_task_done(aio, loop, runner, Queue):
     q: Queue[int] = Queue()
     done = []
 
@@ -201,7 +201,7 @@ def test_join_waits_for_task_done(aio, loop, runner):
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_random_cancellations_lose_and_duplicate_nothing(aio, loop, runner, seed):
+def test_random_cancellations_lose_and_duplicate_nothing(aio, loop, runner, seed, Queue):
     """Producers and consumers are cancelled at random points (some woken but
     not yet run); every item put is consumed exactly once."""
     rng = random.Random(seed)

@@ -7,7 +7,7 @@ import types
 import pytest
 
 from aioc import Cancelled, timeout_after
-from aioc.sync import BoundedSemaphore, Condition, Flag, Lock, Semaphore
+from aioc.sync import BoundedSemaphore, Condition, Flag, Semaphore
 
 
 @types.coroutine
@@ -16,7 +16,7 @@ def awaitable(gen):
     return (yield from gen)
 
 
-def test_uncontended_acquire_does_not_yield():
+def test_uncontended_acquire_does_not_yield(Lock):
     lock, sem, flag = Lock(), Semaphore(2), Flag()
     flag.set()
     for op in (lock.acquire(), sem.acquire(), flag.wait()):
@@ -26,7 +26,7 @@ def test_uncontended_acquire_does_not_yield():
     assert lock.locked() and sem.value == 1
 
 
-def test_lock_waiters_wake_in_fifo_order(aio, loop, runner):
+def test_lock_waiters_wake_in_fifo_order(aio, loop, runner, Lock):
     lock, order = Lock(), []
 
     def worker(label):
@@ -43,7 +43,7 @@ def test_lock_waiters_wake_in_fifo_order(aio, loop, runner):
     assert order == list("abcde") and not lock.locked()
 
 
-def test_async_with_and_await_forms(aio, loop, runner):
+def test_async_with_and_await_forms(aio, loop, runner, Lock):
     lock, sem, cond, flag = Lock(), Semaphore(1), Condition(), Flag()
 
     async def main():
@@ -63,12 +63,12 @@ def test_async_with_and_await_forms(aio, loop, runner):
     assert not lock.locked() and sem.value == 1
 
 
-def test_release_of_an_unlocked_lock_raises():
+def test_release_of_an_unlocked_lock_raises(Lock):
     with pytest.raises(RuntimeError):
         Lock().release()
 
 
-def test_lock_held_across_io_is_released_when_the_holder_is_cancelled(aio, loop, runner, socketpair):
+def test_lock_held_across_io_is_released_when_the_holder_is_cancelled(aio, loop, runner, socketpair, Lock):
     a, b = socketpair()
     lock, got = Lock(), []
 
@@ -92,7 +92,7 @@ def test_lock_held_across_io_is_released_when_the_holder_is_cancelled(aio, loop,
     assert task.cancelled() and got == ["acquired"] and not lock.locked()
 
 
-def test_a_lock_granted_then_cancelled_goes_to_the_next_waiter(aio, loop, runner):
+def test_a_lock_granted_then_cancelled_goes_to_the_next_waiter(aio, loop, runner, Lock):
     lock, got = Lock(), []
 
     def waiter(label):
@@ -114,7 +114,7 @@ def test_a_lock_granted_then_cancelled_goes_to_the_next_waiter(aio, loop, runner
     assert got == ["second"] and not lock.locked()
 
 
-def test_cancelled_before_the_grant_is_not_woken_twice(aio, loop, runner):
+def test_cancelled_before_the_grant_is_not_woken_twice(aio, loop, runner, Lock):
     """Cancel a parked waiter, then release in the same step: the waiter survives
     its Cancelled and waits on a timer; no stale wake-up may resume it early."""
     lock, log = Lock(), []
@@ -147,7 +147,7 @@ def test_cancelled_before_the_grant_is_not_woken_twice(aio, loop, runner):
     assert log == ["cancelled", True] and not lock.locked()
 
 
-def test_timeout_after_around_acquire(aio, loop, runner):
+def test_timeout_after_around_acquire(aio, loop, runner, Lock):
     lock = Lock()
 
     def main():
@@ -396,7 +396,7 @@ def test_cancelled_flag_waiter_leaves_the_line(aio, loop, runner):
     assert runner.complete(main()) == (True, 0)
 
 
-def test_closing_the_loop_with_parked_waiters(aio, backend):
+def test_closing_the_loop_with_parked_waiters(aio, backend, Lock):
     loop = aio.EventLoop(backend=backend)
     lock, cond = Lock(), Condition()
 

@@ -28,6 +28,11 @@ from .taskgroups import *  # noqa: F403
 from .threads import *  # noqa: F403
 from ._version import __version__ as __version__
 
+if IMPLEMENTATION == "compiled" and not TYPE_CHECKING:
+    # The compiled loop's twins of the primitives on a server's hot path.
+    Lock = _impl.Lock
+    Queue = _impl.Queue
+
 __all__ = [
     "IMPLEMENTATION",
     *_impl.__all__,

@@ -14,6 +14,9 @@
 #   io_select.pxi  the select backend      } and _io_select.py
 #   fastpaths.pxi  C I/O for the built-in events
 #   events.pxi     the built-in events, compiled
+#   completed.pxi  Completed, the awaitable of an operation done at once
+#   sync.pxi       Lock, compiled          } twins of aioc.sync.Lock
+#   queues.pxi     Queue, compiled         } and aioc.queues.Queue
 #   gc.pxi         garbage-collector support for the C-held references
 # and C that Cython cannot express from _compiled/aioc.h.
 
@@ -263,3 +266,38 @@ cdef class Spawn(BuiltinEvent):
 
 cdef class Join(BuiltinEvent):
     cdef public object task
+
+
+# -- completed.pxi ----------------------------------------------------------------
+
+cdef class Completed:
+    cdef object value              # the only field: aioc.h reads it
+
+
+# -- sync.pxi -----------------------------------------------------------------------
+
+cdef class Lock:
+    cdef bint _locked
+    cdef readonly object _waiters  # deque of aioc.sync.Waiter
+    # C only
+    cdef int pass_on(self) except -1
+
+
+# -- queues.pxi ---------------------------------------------------------------------
+
+cdef class Queue:
+    cdef Py_ssize_t _maxsize
+    cdef readonly object _getters  # deques of aioc.sync.Waiter
+    cdef readonly object _putters
+    cdef readonly object _joiners
+    cdef readonly Py_ssize_t _reserved
+    cdef readonly Py_ssize_t _unfinished
+    # C only
+    cdef list items                # items[head:] are queued, oldest first
+    cdef Py_ssize_t head
+    cdef Py_ssize_t count(self) noexcept
+    cdef int push(self, object item) except -1
+    cdef object pop(self)
+    cdef bint is_full(self) noexcept
+    cdef int deliver(self, object item) except -1
+    cdef int wake_putters(self) except -1

@@ -13,6 +13,7 @@ This file holds the scheduler; ``_loop_c.pxd`` maps the files it includes.
 
 cimport cython
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.list cimport PyList_GET_SIZE
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.float cimport PyFloat_AS_DOUBLE
@@ -37,6 +38,8 @@ from collections import deque
 from aioc import _constants as C
 from aioc import _loop_py
 from aioc import events as _events
+from aioc import queues as _queues
+from aioc import sync as _sync
 from aioc._interrupts import InterruptGuard
 from aioc._introspect import TaskStack, check_name, coroutine_frames, default_name, where
 from aioc._io_epoll import fileno_of, weak_owner
@@ -142,6 +145,7 @@ cdef extern from "_compiled/aioc.h":
     object aioc_inet_address(const sockaddr_storage *address)
     Py_ssize_t aioc_positive_size(object o)
     int aioc_make_awaitable(object type, object raise_thrown, object await_shared) except -1
+    int aioc_make_completed(object type) except -1
     int aioc_event_suspended(object event)
     int aioc_install_gc(object type, aioc_visit_held_fn visit, aioc_clear_held_fn clear) except -1
 
@@ -994,3 +998,6 @@ def run(coro, *, backend=None, debug=False):
 
 
 include "_compiled/events.pxi"
+include "_compiled/completed.pxi"
+include "_compiled/sync.pxi"
+include "_compiled/queues.pxi"

@@ -9,6 +9,13 @@ Waiters wake in FIFO order, and what a waiter is granted is never lost: a
 getter cancelled after it was handed an item puts the item back at the front
 (or hands it to the next getter); a putter cancelled after it was given room
 gives the room to the next putter, and its item is not put.
+
+This module is the specification.  The compiled loop has a twin of
+``Queue`` (``aioc._loop_c.Queue``), which ``aioc.Queue`` gives when the loop
+is compiled: it puts and gets in C when nobody waits, and waits through
+``put_when_room``, ``get_when_available`` and ``join_when_done`` below.  The
+twin is a final class; ``LifoQueue`` and ``PriorityQueue`` subclass this
+module's ``Queue``, so they are not subclasses of the compiled one.
 """
 
 from __future__ import annotations
@@ -100,8 +107,10 @@ class Queue(Generic[T]):
         if not self.full():
             self._deliver(item)
             return
-        yield from park(Waiter(self._putters), self._pass_room_on)
-        # Woken with room reserved for it.
+        yield from put_when_room(self, item)
+
+    def _put_in_reserved_room(self, item: T) -> None:
+        # A putter woken with room reserved for it puts now.
         self._reserved -= 1
         self._deliver(item)
 
@@ -141,7 +150,7 @@ class Queue(Generic[T]):
             if self._putters:
                 self._wake_putters()
             return item
-        return (yield from park(Waiter(self._getters), self._give_item_back))
+        return (yield from get_when_available(self))
 
     def _give_item_back(self, item: T) -> None:
         # A getter handed ``item`` was cancelled before it ran: the next
@@ -165,11 +174,32 @@ class Queue(Generic[T]):
         """Wait until every item put has been marked done by ``task_done``."""
         if self._unfinished == 0:
             return
-        yield from park(Waiter(self._joiners), _nothing_to_give_back)
+        yield from join_when_done(self)
 
     def __repr__(self) -> str:
         return (f"<{type(self).__name__} maxsize={self._maxsize} qsize={self.qsize()} "
                 f"getters={len(self._getters)} putters={len(self._putters)}>")
+
+
+# The waiting halves of put, get and join, shared with the compiled Queue.
+
+@types.coroutine
+def put_when_room(queue: Any, item: Any) -> Generator[Any, Any, None]:
+    """Wait in a full queue's line of putters, then put ``item`` in the room reserved for it."""
+    yield from park(Waiter(queue._putters), queue._pass_room_on)
+    queue._put_in_reserved_room(item)
+
+
+@types.coroutine
+def get_when_available(queue: Any) -> Generator[Any, Any, Any]:
+    """Wait in an empty queue's line of getters; returns the item put for it."""
+    return (yield from park(Waiter(queue._getters), queue._give_item_back))
+
+
+@types.coroutine
+def join_when_done(queue: Any) -> Generator[Any, Any, None]:
+    """Wait until every item put in ``queue`` has been marked done."""
+    yield from park(Waiter(queue._joiners), _nothing_to_give_back)
 
 
 def _nothing_to_give_back(_: Any) -> None:

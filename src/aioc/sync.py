@@ -15,6 +15,11 @@ was granted, and the cancelled waiter hands the grant on to the next one
 before the cancellation propagates; nothing is ever lost.  A waiter that a
 cancel or a deadline woke first is skipped: the loop refuses to reschedule
 it (:func:`grant_first`).
+
+This module is the specification.  The compiled loop has a twin of ``Lock``
+(``aioc._loop_c.Lock``), which ``aioc.Lock`` gives when the loop is compiled:
+a free lock is taken and released in C, and waiting goes through
+:func:`acquire_in_line`, so the waiting line's rules are written once.
 """
 
 from __future__ import annotations
@@ -97,6 +102,28 @@ def forget(waiter: Waiter) -> None:
         pass  # never got into it: its yield was refused before it parked
 
 
+@types.coroutine
+def acquire_in_line(lock: Any) -> Generator[Any, Any, bool]:
+    """Wait in a held lock's line until it is handed over; returns True.
+
+    The waiting half of ``Lock.acquire``, shared with the compiled Lock.
+    """
+    yield from park(Waiter(lock._waiters), lock._pass_on)
+    return True
+
+
+@types.coroutine
+def returning(value: T) -> Generator[Any, Any, T]:
+    """A coroutine that returns ``value`` without waiting.
+
+    The compiled primitives hand it out for an operation that completed at
+    once, on the CPython versions where a generator is the cheapest way to
+    return a value through ``yield from`` (see aioc/_compiled/completed.pxi).
+    """
+    return value
+    yield  # a generator coroutine that never waits
+
+
 def _no_give_back(value: Any) -> None:
     """A grant that takes nothing from anyone (a set flag) needs no handing on."""
 
@@ -123,8 +150,7 @@ class Lock:
         if not self._locked:
             self._locked = True
             return True
-        yield from park(Waiter(self._waiters), self._pass_on)
-        return True
+        return (yield from acquire_in_line(self))
 
     def _try_take(self) -> bool:
         if self._locked:

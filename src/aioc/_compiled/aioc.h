@@ -123,16 +123,22 @@ static PyObject *aioc_event_next_method(PyObject *self, PyObject *unused) {
     return result;
 }
 
-/* For Python subclasses, which do not inherit am_send (CPython 3.11). */
-static PyObject *aioc_event_send_method(PyObject *self, PyObject *value) {
-    PyObject *result, *stop;
-    if (aioc_event_send(self, value, &result) == PYGEN_NEXT) return result;
-    stop = PyObject_CallOneArg(PyExc_StopIteration, result);
-    Py_DECREF(result);
+/* Sets StopIteration(value), the way a generator returns `value` to a caller
+   that is not `yield from` (which gets it through am_send instead). */
+static void aioc_stop_with(PyObject *value) {
+    PyObject *stop = PyObject_CallOneArg(PyExc_StopIteration, value);
     if (stop != NULL) {
         PyErr_SetObject(PyExc_StopIteration, stop);
         Py_DECREF(stop);
     }
+}
+
+/* For Python subclasses, which do not inherit am_send (CPython 3.11). */
+static PyObject *aioc_event_send_method(PyObject *self, PyObject *value) {
+    PyObject *result;
+    if (aioc_event_send(self, value, &result) == PYGEN_NEXT) return result;
+    aioc_stop_with(result);
+    Py_DECREF(result);
     return NULL;
 }
 
@@ -164,6 +170,84 @@ static int aioc_make_awaitable(PyObject *type, PyObject *raise_thrown, PyObject 
     t->tp_iternext = aioc_event_next;
     t->tp_as_async = &aioc_event_async;
     for (def = aioc_event_methods; def->ml_name != NULL; def++) {
+        PyObject *method = PyDescr_NewMethod(t, def);
+        int failed = method == NULL || PyDict_SetItemString(t->tp_dict, def->ml_name, method) < 0;
+        Py_XDECREF(method);
+        if (failed) return -1;
+    }
+    PyType_Modified(t);
+    return 0;
+}
+
+/* -- completed awaitables ------------------------------------------------ */
+
+/* What a compiled lock or queue returns when the operation completed at
+   once (a free lock, an item to take): `yield from` and `await` on it return
+   its value without yielding.  CPython 3.10 and 3.11 finish it through
+   am_send, with no exception; 3.12 and later call tp_iternext, where only a
+   None result comes free (NULL without an exception), so there completed()
+   in completed.pxi hands out a plain generator for any other value.  The
+   Cython type declares `value` as its only field. */
+typedef struct { PyObject_HEAD PyObject *value; } aioc_completed;
+
+static PySendResult aioc_completed_send(PyObject *self, PyObject *arg, PyObject **result) {
+    *result = ((aioc_completed *)self)->value;
+    Py_INCREF(*result);
+    return PYGEN_RETURN;
+}
+
+static PyObject *aioc_completed_next(PyObject *self) {
+    PyObject *value = ((aioc_completed *)self)->value;
+    if (value != Py_None) aioc_stop_with(value);
+    return NULL;
+}
+
+static PyObject *aioc_completed_iter(PyObject *self) {
+    Py_INCREF(self);
+    return self;
+}
+
+static PyObject *aioc_completed_iter_method(PyObject *self, PyObject *unused) {
+    return aioc_completed_iter(self);
+}
+
+static PyObject *aioc_completed_send_method(PyObject *self, PyObject *unused) {
+    aioc_stop_with(((aioc_completed *)self)->value);
+    return NULL;
+}
+
+/* Like a generator that has returned: a throw raises what is thrown. */
+static PyObject *aioc_completed_throw(PyObject *self, PyObject *args) {
+    return PyObject_Call(aioc_raise_thrown, args, NULL);
+}
+
+static PyObject *aioc_completed_close(PyObject *self, PyObject *unused) {
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef aioc_completed_methods[] = {
+    {"__await__", aioc_completed_iter_method, METH_NOARGS, "Return itself: it is done already."},
+    {"__iter__", aioc_completed_iter_method, METH_NOARGS, "Return itself: it is done already."},
+    {"__next__", aioc_completed_send_method, METH_NOARGS, "Stop with the value at once."},
+    {"send", aioc_completed_send_method, METH_O, "Stop with the value at once."},
+    {"throw", aioc_completed_throw, METH_VARARGS, "Raise what is thrown."},
+    {"close", aioc_completed_close, METH_NOARGS, "Do nothing: it is done already."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyAsyncMethods aioc_completed_async = {aioc_completed_iter, NULL, NULL, aioc_completed_send};
+
+static int aioc_make_completed(PyObject *type) {
+    PyTypeObject *t = (PyTypeObject *)type;
+    PyMethodDef *def;
+    if (aioc_raise_thrown == NULL) {
+        PyErr_SetString(PyExc_SystemError, "the events' awaitable protocol is not installed yet");
+        return -1;
+    }
+    t->tp_iter = aioc_completed_iter;
+    t->tp_iternext = aioc_completed_next;
+    t->tp_as_async = &aioc_completed_async;
+    for (def = aioc_completed_methods; def->ml_name != NULL; def++) {
         PyObject *method = PyDescr_NewMethod(t, def);
         int failed = method == NULL || PyDict_SetItemString(t->tp_dict, def->ml_name, method) < 0;
         Py_XDECREF(method);

@@ -12,10 +12,10 @@ implementation follows ``AIOC_NO_EXTENSIONS``), ``asyncio`` or ``uvloop``.
   (the same seeded delays for every loop): timers per second, and how late
   each wake-up came compared to its deadline.
 - ``queue``: a producer and a consumer task pass ``count`` items through a
-  queue of ``maxsize`` items (aioc ``aioc.queues.Queue``, asyncio
-  ``asyncio.Queue``): items per second.
+  queue of ``maxsize`` items (``aioc.Queue``, the compiled twin when the
+  loop is compiled; ``asyncio.Queue``): items per second.
 - ``lock``: one task acquires and releases an uncontended lock ``count``
-  times (``aioc.sync.Lock``, ``asyncio.Lock``): acquire-release pairs per second.
+  times (``aioc.Lock``, likewise; ``asyncio.Lock``): acquire-release pairs per second.
 """
 
 from __future__ import annotations
@@ -138,10 +138,9 @@ def aioc_timers(backend: str, count: int, max_delay: float) -> dict:
 
 def aioc_queue(backend: str, count: int, maxsize: int) -> dict:
     import aioc
-    from aioc.queues import Queue
 
     received = [0]
-    queue: Queue[int] = Queue(maxsize)
+    queue: aioc.Queue[int] = aioc.Queue(maxsize)
 
     def producer():
         put = queue.put
@@ -166,10 +165,9 @@ def aioc_queue(backend: str, count: int, maxsize: int) -> dict:
 
 def aioc_lock(backend: str, count: int) -> dict:
     import aioc
-    from aioc.sync import Lock
 
     done = [0]
-    lock = Lock()
+    lock = aioc.Lock()
 
     def locker():
         acquire, release = lock.acquire, lock.release
