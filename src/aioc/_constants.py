@@ -17,6 +17,11 @@ SELECT_FD_LIMIT = 1024
 #: Spurious wake-ups in a row on one fd that mean a closed fd's file is still
 #: registered (kept open by a dup) and reporting under a reused number.
 ZOMBIE_WAKEUPS = 3
+#: How many times in a row a task may resume at once because its event
+#: completed in its ``_yield`` (``loop.complete``) before it goes through the
+#: ready queue like any other: a task whose sends always succeed at once
+#: must not starve the others.
+IMMEDIATE_RESUMPTIONS = 16
 #: Cancelled timers are pruned once they are this many and outnumber live ones.
 TIMER_PRUNE_MIN = 64
 #: accept() errors that leave the listening socket readable: retrying at once

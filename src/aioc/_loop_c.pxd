@@ -169,6 +169,9 @@ cdef class EventLoop:
     cdef Task live_tail
     cdef Py_ssize_t live_count
     cdef PyObject *current         # the task being stepped (borrowed)
+    cdef PyObject *yielding        # the task whose event's _yield runs (borrowed)
+    cdef object completed_value    # what loop.complete gave it
+    cdef int immediate_left        # immediate resumptions left in this step
     cdef bint running
     cdef bint stopping
     cdef bint closed
@@ -193,6 +196,7 @@ cdef class EventLoop:
     cpdef bint unshield(self, Task task) except -1
     cpdef park(self, Task task)
     cpdef bint reschedule(self, Task task, value=*) except -1
+    cpdef complete(self, Task task, value=*)
     # scheduling
     cpdef Task call_soon(self, object coro)
     cdef int check_open(self) except -1
@@ -202,6 +206,7 @@ cdef class EventLoop:
     cdef int adopt_threadsafe(self) except -1
     cdef int run_once(self) except -1
     cdef int step(self, Task task, object value) except -1
+    cdef int resume_task(self, Task task, object value) except -1
     cdef int step_timed(self, Task task, object value) except -1
     cdef int yield_event(self, object event, Task task) except -1
     cdef int resume_event(self, object event, Task task) except -1
@@ -213,6 +218,8 @@ cdef class EventLoop:
     cdef int step_raised(self, Task task) except -1
     cdef int yield_guarded(self, object event, Task task) except -1
     cdef int resume_guarded(self, object event, Task task) except -1
+    # C only: complete() for the C fast paths, without a Python call
+    cdef int finish_at_once(self, Task task, object value) except -1
     # waiting and waking
     cdef int wait_io(self, int fd, bint writing, object event, Task task, object owner) except -1
     cdef int wait_at(self, double deadline, object event, Task task) except -1

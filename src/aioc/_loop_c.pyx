@@ -172,6 +172,7 @@ if (READABLE, WRITABLE, FAULT) != (C.READABLE, C.WRITABLE, C.FAULT):
 cdef double MAX_POLL_TIMEOUT = C.MAX_POLL_TIMEOUT
 cdef int SELECT_FD_LIMIT = C.SELECT_FD_LIMIT
 cdef int ZOMBIE_WAKEUPS = C.ZOMBIE_WAKEUPS
+cdef int IMMEDIATE_RESUMPTIONS = C.IMMEDIATE_RESUMPTIONS
 cdef Py_ssize_t TIMER_PRUNE_MIN = C.TIMER_PRUNE_MIN
 cdef type SocketType = _socket.socket
 cdef type PySocketType = socket.socket
@@ -475,6 +476,21 @@ cdef class EventLoop:
         self.push(task, value)
         return True
 
+    cpdef complete(self, Task task, value=None):
+        self.finish_at_once(task, value)
+
+    cdef inline int finish_at_once(self, Task task, object value) except -1:
+        # loop.complete: resumed when its _yield returns (see step), or queued.
+        if <PyObject *>task is self.yielding and self.immediate_left > 0 and task.wait_kind == WAIT_NONE:
+            self.immediate_left -= 1
+            # Marked queued, so that a cancel or a deadline treats it as woken.
+            task.wait_kind = WAIT_QUEUED
+            self.yielding = NULL
+            self.completed_value = value
+            return 0
+        self.reschedule(task, value)
+        return 0
+
     # -- the tutorial's names, kept for programs written against them -------
 
     @property
@@ -536,6 +552,7 @@ cdef class EventLoop:
         cdef PyObject *task_ptr
         cdef PyObject *value_ptr
         cdef Task task
+        self.yielding = NULL  # never left set by a step that raised
         if self.ready.count:
             timeout = 0.0
         elif self.timers.size:
@@ -610,6 +627,16 @@ cdef class EventLoop:
         return 0
 
     cdef int step(self, Task task, object value) except -1:
+        # One step may resume the task several times: each time its event
+        # completes at once (loop.complete), up to IMMEDIATE_RESUMPTIONS.
+        self.immediate_left = IMMEDIATE_RESUMPTIONS
+        while self.resume_task(task, value):
+            value = self.completed_value
+            self.completed_value = None
+        return 0
+
+    cdef int resume_task(self, Task task, object value) except -1:
+        # Sends value (or the pending throw) into task; 1 if it completed at once.
         cdef PyObject *result = NULL
         cdef int status
         task.wait_kind = WAIT_NONE
@@ -632,10 +659,15 @@ cdef class EventLoop:
         Py_DECREF(event)  # the send handed us a reference; `event` holds its own
         if status == 1:
             self.finish(task, event, None)
-        elif task.throw_next is not None:
+            return 0
+        if task.throw_next is not None:
             self.push(task, None)  # cancelled while it ran
-        else:
-            self.yield_event(event, task)
+            return 0
+        self.yielding = <PyObject *>task
+        self.yield_event(event, task)
+        if self.yielding == NULL:
+            return 1
+        self.yielding = NULL
         return 0
 
     cdef int step_raised(self, Task task) except -1:
@@ -676,7 +708,7 @@ cdef class EventLoop:
                 else:
                     self.wait_at(monotonic() + seconds, event, task)
             elif kind is Spawn:
-                self.push(task, self.call_soon((<Spawn>event).coro))
+                self.finish_at_once(task, self.call_soon((<Spawn>event).coro))
             elif kind is Join:
                 self.wait_task((<Join>event).task, event, task)
             elif kind is AcceptEvent:

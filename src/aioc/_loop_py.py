@@ -25,7 +25,15 @@ from typing import Any, Callable
 
 from . import _constants as C
 from . import events
-from ._constants import FAULT, MAX_POLL_TIMEOUT, READABLE, TIMER_PRUNE_MIN, WRITABLE, ZOMBIE_WAKEUPS
+from ._constants import (
+    FAULT,
+    IMMEDIATE_RESUMPTIONS,
+    MAX_POLL_TIMEOUT,
+    READABLE,
+    TIMER_PRUNE_MIN,
+    WRITABLE,
+    ZOMBIE_WAKEUPS,
+)
 from ._interrupts import InterruptGuard
 from ._introspect import TaskStack, check_name, coroutine_frames, default_name, where
 from ._io_epoll import fileno_of
@@ -205,6 +213,11 @@ class EventLoop:
         self._cancelled_timers = 0
         self._tasks: dict[Task, None] = {}  # live tasks, in creation order
         self._current: Task | None = None
+        # The task whose event's _yield runs now, and what loop.complete gave
+        # it: it resumes with that when _yield returns (see _step).
+        self._yielding: Task | None = None
+        self._completed_value: Any = None
+        self._immediate_left = 0
         self._running = False
         self._stopping = False
         self._closed = False
@@ -426,6 +439,16 @@ class EventLoop:
         self._ready.append((task, value))
         return True
 
+    def complete(self, task: Task, value: Any = None) -> None:
+        if task is self._yielding and self._immediate_left > 0 and task._wait_kind == WAIT_NONE:
+            self._immediate_left -= 1
+            # Marked queued, so that a cancel or a deadline treats it as woken.
+            task._wait_kind = WAIT_QUEUED
+            self._yielding = None
+            self._completed_value = value
+            return
+        self.reschedule(task, value)
+
     # -- the tutorial's names, kept for programs written against them -------
 
     @property
@@ -530,9 +553,17 @@ class EventLoop:
                 logger.warning(C.SLOW_STEP_REPORT, task.name, held, resumed_at)
 
     def _step(self, task: Task, value: Any) -> None:
+        # One step may resume the task several times: each time its event
+        # completes at once (loop.complete), up to IMMEDIATE_RESUMPTIONS.
+        self._immediate_left = IMMEDIATE_RESUMPTIONS
+        while self._resume_task(task, value):
+            value, self._completed_value = self._completed_value, None
+
+    def _resume_task(self, task: Task, value: Any) -> bool:
+        """Send ``value`` (or the pending throw) into ``task``; True if it completed at once."""
         task._wait_kind = WAIT_NONE
         if task._finished:
-            return  # a stale entry: the task was ended while it sat in the queue
+            return False  # a stale entry: the task was ended while it sat in the queue
         if task._deadline is not None:
             self._cancel_timer(task._deadline)
             task._deadline = None
@@ -559,8 +590,15 @@ class EventLoop:
             self._current = None
             if task._throw_next is not None:
                 self._push(task, None)  # cancelled while it ran
-            else:
+                return False
+            self._yielding = task
+            try:
                 self._yield_event(event, task)
+            finally:
+                completed_at_once = self._yielding is None
+                self._yielding = None
+            return completed_at_once
+        return False
 
     def _yield_event(self, event: Any, task: Task) -> None:
         try:

@@ -193,7 +193,7 @@ class WriteEvent(Event):
         except BlockingIOError:
             loop.wait_writable(self.sock.fileno(), self, task, self.sock)
         else:
-            loop.reschedule(task, sent)
+            loop.complete(task, sent)
 
     def _resume(self, loop: Any, task: Any) -> None:
         loop.reschedule(task, self.sock.send(self.data, _DONTWAIT))
@@ -239,7 +239,7 @@ class SendAll(Event):
         except BlockingIOError:
             loop.wait_writable(self.sock.fileno(), self, task, self.sock)
         else:
-            loop.reschedule(task, self._sent)
+            loop.complete(task, self._sent)
 
     _resume = _yield
 
@@ -363,7 +363,7 @@ class Spawn(Event):
         self.coro = coro
 
     def _yield(self, loop: Any, task: Any) -> None:
-        loop.reschedule(task, loop.call_soon(self.coro))
+        loop.complete(task, loop.call_soon(self.coro))
 
     def _resume(self, loop: Any, task: Any) -> None:
         raise NotImplementedError

@@ -167,7 +167,7 @@ cdef int send_all(EventLoop loop, SendAll event, Task task) except -1:
     if not is_bytes:
         PyBuffer_Release(&view)
     if err == 0:
-        return loop.push(task, event._sent)
+        return loop.finish_at_once(task, event._sent)
     if err != EAGAIN:
         return loop.schedule_throw(task, os_error(err))
     try:
