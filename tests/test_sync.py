@@ -63,6 +63,26 @@ def test_async_with_and_await_forms(aio, loop, runner, Lock):
     assert not lock.locked() and sem.value == 1
 
 
+def test_async_with_binds_none_as_asyncio_does(aio, loop, runner, Lock):
+    lock, sem, cond = Lock(), Semaphore(1), Condition(Lock())
+    bound = []
+
+    async def holder():
+        async with lock as held_lock, sem as held_sem, cond as held_cond:
+            bound.extend([held_lock, held_sem, held_cond])
+            await aio.Sleep(0.01)
+
+    async def waiter():
+        async with lock as held_lock, sem as held_sem, cond as held_cond:  # each waits its turn
+            bound.extend([held_lock, held_sem, held_cond])
+
+    loop.call_soon(holder())
+    loop.call_soon(waiter())
+    runner.forever()
+    assert bound == [None] * 6
+    assert not lock.locked() and not sem.locked() and not cond.locked()
+
+
 def test_release_of_an_unlocked_lock_raises(Lock):
     with pytest.raises(RuntimeError):
         Lock().release()

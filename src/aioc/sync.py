@@ -113,6 +113,12 @@ def acquire_in_line(lock: Any) -> Generator[Any, Any, bool]:
 
 
 @types.coroutine
+def acquired(primitive: Any) -> Generator[Any, Any, None]:
+    """Acquire ``primitive``; returns None, what ``async with primitive`` binds (as in asyncio)."""
+    yield from primitive.acquire()
+
+
+@types.coroutine
 def returning(value: T) -> Generator[Any, Any, T]:
     """A coroutine that returns ``value`` without waiting.
 
@@ -169,7 +175,7 @@ class Lock:
             self._locked = False
 
     def __aenter__(self) -> Any:
-        return self.acquire()
+        return acquired(self)
 
     @types.coroutine
     def __aexit__(self, *exc_info: object) -> Generator[Any, Any, None]:
@@ -221,7 +227,7 @@ class Semaphore:
             self._value += 1
 
     def __aenter__(self) -> Any:
-        return self.acquire()
+        return acquired(self)
 
     @types.coroutine
     def __aexit__(self, *exc_info: object) -> Generator[Any, Any, None]:
@@ -268,7 +274,7 @@ class Condition:
         self.locked = self._lock.locked
 
     def __aenter__(self) -> Any:
-        return self._lock.acquire()
+        return acquired(self._lock)
 
     def __aexit__(self, *exc_info: object) -> Any:
         return self._lock.__aexit__(*exc_info)

@@ -5,6 +5,7 @@
 # records, so the rules of the waiting line are written once.
 
 cdef object acquire_in_line = _sync.acquire_in_line
+cdef object acquired = _sync.acquired
 cdef object grant_first = _sync.grant_first
 
 
@@ -51,7 +52,11 @@ cdef class Lock:
         return 0
 
     def __aenter__(self):
-        return self.acquire()
+        # None for the block, as acquired() returns: free on every CPython.
+        if not self._locked:
+            self._locked = True
+            return COMPLETED_NONE
+        return acquired(self)
 
     def __aexit__(self, *exc_info):
         self.release()
