@@ -398,6 +398,27 @@ def test_never_retrieved_exception_is_reported_once_to_the_handler(aio, loop, ru
     assert reports == []
 
 
+def test_only_a_task_with_an_exception_to_report_has_a_finalizer(aio, loop, runner):
+    def ok():
+        yield aio.Sleep(0)
+
+    def bad():
+        yield aio.Sleep(0)
+        raise ValueError("to report")
+
+    def cancelled():
+        yield aio.Sleep(10)
+
+    tasks = [loop.call_soon(coro) for coro in (ok(), bad(), cancelled())]
+    tasks[2].cancel()
+    runner.forever()
+    kinds = [type(task) for task in tasks]
+    assert kinds == [aio.Task, aio.FailedTask, aio.Task]
+    assert all(isinstance(task, aio.Task) for task in tasks)
+    assert not hasattr(aio.Task, "__del__") and hasattr(aio.FailedTask, "__del__")
+    assert isinstance(tasks[1].exception(), ValueError)  # retrieved: nothing to report
+
+
 def test_never_retrieved_exception_goes_to_the_aioc_logger_by_default(aio, loop, runner, caplog):
     def bad():
         yield aio.Sleep(0)

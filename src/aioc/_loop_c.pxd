@@ -81,6 +81,9 @@ cdef class Task:
     cdef Task next_live
     cdef object __weakref__
 
+cdef class FailedTask(Task):
+    pass
+
 
 # -- timers.pxi -----------------------------------------------------------------
 

@@ -27,13 +27,12 @@ def available_backends() -> tuple[str, ...]: ...
 
 _T = TypeVar("_T")
 
-# EventLoop, Task and ReadyQueue cannot be subclassed.
+# EventLoop and ReadyQueue cannot be subclassed; only the loop creates tasks.
 @final
 class ReadyQueue:
     def append(self, pair: tuple[Task, Any]) -> None: ...
     def __len__(self) -> int: ...
 
-@final
 class Task:
     name: str
     def stack(self) -> TaskStack: ...
@@ -42,6 +41,10 @@ class Task:
     def exception(self) -> BaseException | None: ...
     def cancel(self) -> bool: ...
     def cancelled(self) -> bool: ...
+
+@final
+class FailedTask(Task):
+    """A task that ended with an exception; reported when collected unless retrieved."""
 
 @final
 class EventLoop:

@@ -146,6 +146,7 @@ cdef extern from "_compiled/aioc.h":
     Py_ssize_t aioc_positive_size(object o)
     int aioc_make_awaitable(object type, object raise_thrown, object await_shared) except -1
     int aioc_make_completed(object type) except -1
+    void aioc_set_type(object o, object type)
     int aioc_event_suspended(object event)
     int aioc_install_gc(object type, aioc_visit_held_fn visit, aioc_clear_held_fn clear) except -1
 
@@ -329,7 +330,7 @@ cdef class EventLoop:
         self.check_open()
         if self.running:
             raise RuntimeError(LOOP_RUNNING)
-        if type(coro) is Task and (<Task>coro).loop is self:
+        if isinstance(coro, Task) and (<Task>coro).loop is self:
             task = coro
         else:
             task = self.call_soon(coro)
@@ -427,7 +428,7 @@ cdef class EventLoop:
         self.wait_at(as_deadline(deadline), event, task)
 
     cpdef wait_task(self, target, event, Task task):
-        if type(target) is not Task or (<Task>target).loop is not self:
+        if not isinstance(target, Task) or (<Task>target).loop is not self:
             raise TypeError(not_a_task_of(target))
         cdef Task other = <Task>target
         if other is task:
@@ -763,6 +764,8 @@ cdef class EventLoop:
         task.value = value
         task.error = error
         task.log_exception = error is not None and not isinstance(error, Cancelled)
+        if task.log_exception:
+            aioc_set_type(task, FailedTask)
         # Unlink from the live list.
         if task.prev_live is None:
             self.live_head = task.next_live

@@ -136,9 +136,20 @@ class Task:
         state = "pending" if not self._finished else "cancelled" if self.cancelled() else "done"
         return f"<Task {self.name} {state}>"
 
+
+
+class FailedTask(Task):
+    """A task that ended with an exception; reported when collected unless retrieved.
+
+    ``_finish`` turns a task into one when it ends with an exception to
+    report, so that only those tasks have a finalizer: a task that succeeds
+    is freed without one.
+    """
+
+    __slots__ = ()
+
     def __del__(self) -> None:
-        # getattr: __init__ may have raised (not a coroutine) before setting it.
-        if getattr(self, "_log_exception", False):
+        if self._log_exception:
             self._loop.call_exception_handler({"message": C.NEVER_RETRIEVED, "exception": self._error, "task": self})
 
 
@@ -637,6 +648,8 @@ class EventLoop:
         task._value = value
         task._error = error
         task._log_exception = error is not None and not isinstance(error, Cancelled)
+        if task._log_exception:
+            task.__class__ = FailedTask
         del self._tasks[task]
         joiners, task._joiners = task._joiners, None
         for event, joiner in joiners or ():

@@ -257,6 +257,18 @@ static int aioc_make_completed(PyObject *type) {
     return 0;
 }
 
+/* -- a failed task's type -------------------------------------------------- */
+
+/* Turns a Task into a FailedTask (same layout, a finalizer).  Instances of a
+   heap type own a reference to it; the compiled loop's types are static, but
+   this stays right either way. */
+static void aioc_set_type(PyObject *o, PyObject *type) {
+    PyTypeObject *old = Py_TYPE(o);
+    if (PyType_HasFeature((PyTypeObject *)type, Py_TPFLAGS_HEAPTYPE)) Py_INCREF(type);
+    Py_SET_TYPE(o, (PyTypeObject *)type);
+    if (PyType_HasFeature(old, Py_TPFLAGS_HEAPTYPE)) Py_DECREF(old);
+}
+
 /* -- stepping coroutines ------------------------------------------------ */
 
 /* 0 it yielded, 1 it returned, -1 it raised (the exception stays set).
