@@ -50,6 +50,13 @@ The TLS hook
     ``sendfile`` then reads the file and writes through the layer, and
     ``close`` closes the layer before the socket.  Without a layer the stream
     uses the socket directly: that is the fast path.
+
+The compiled twin
+    This module is the specification.  The compiled loop has twins of
+    :class:`StreamBuffer` and :class:`Stream` with the same names and
+    behaviour (``aioc/_compiled/streams.pxi``), and ``aioc.Stream`` is the
+    compiled one when the compiled loop is in use.  Both twins run on both
+    loops.
 """
 
 from __future__ import annotations
