@@ -16,6 +16,7 @@ cdef extern from "string.h" nogil:
     void *memmem(const void *haystack, size_t haystack_len, const void *needle, size_t needle_len)
 
 _PureStream = _streams.Stream
+cdef bytes NEWLINE = b"\n"
 
 cdef enum:
     STREAM_READ = 0            # read(max_bytes)
@@ -134,7 +135,7 @@ cdef class Stream:
         """Up to ``max_bytes``: the buffered bytes if any, else one receive; ``b''`` at end of stream."""
         if self._tls is not None:
             return _PureStream.read(self, max_bytes)
-        return new_stream_read(self, STREAM_READ, _streams.check_size(max_bytes, "max_bytes"), None)
+        return new_stream_read(self, STREAM_READ, checked_size(max_bytes, "max_bytes"), None)
 
     def read_exactly(self, n):
         """Exactly ``n`` bytes; :class:`IncompleteReadError` if the stream ends first."""
@@ -148,16 +149,19 @@ cdef class Stream:
 
     def readline(self, limit=_streams.DEFAULT_LIMIT):
         """``read_until(b"\\n", limit)``."""
-        return self.read_until(b"\n", limit)
+        if self._tls is not None:
+            return _PureStream.readline(self, limit)
+        return new_stream_read(self, STREAM_READ_UNTIL, checked_size(limit, "limit"), NEWLINE)
 
     def read_until(self, separator=b"\n", limit=_streams.DEFAULT_LIMIT):
         """The data up to and including ``separator``, which must lie within ``limit`` bytes."""
         if self._tls is not None:
             return _PureStream.read_until(self, separator, limit)
-        separator = bytes(separator)
+        if type(separator) is not bytes:
+            separator = bytes(separator)
         if not separator:
             raise ValueError("the separator must not be empty")
-        return new_stream_read(self, STREAM_READ_UNTIL, _streams.check_size(limit, "limit"), separator)
+        return new_stream_read(self, STREAM_READ_UNTIL, checked_size(limit, "limit"), separator)
 
     def write(self, data):
         """Hand every byte of ``data`` to the kernel, waiting while its buffer is full."""
@@ -198,6 +202,12 @@ cdef class StreamRead:
     cdef inline Py_ssize_t receive_size(self) noexcept:
         # What the pure stream's _fill asks for: read() its max_bytes, the others one chunk.
         return self.size if self.kind == STREAM_READ else _streams.DEFAULT_LIMIT
+
+
+cdef inline Py_ssize_t checked_size(object size, str what) except -1:
+    """A size above zero; the pure check raises the error for anything else."""
+    cdef Py_ssize_t value = aioc_positive_size(size)
+    return value if value > 0 else _streams.check_size(size, what)
 
 
 cdef StreamRead new_stream_read(Stream stream, int kind, Py_ssize_t size, bytes separator):
