@@ -6,6 +6,7 @@ Each test runs both twins of Stream (the pure specification in
 
 from __future__ import annotations
 
+import gc
 import io
 import os
 import socket
@@ -325,6 +326,36 @@ def test_slow_sender_one_byte_at_a_time_waits_for_readiness(aio, loop, runner, s
     assert steps[0] <= len(line)
 
 
+def test_separator_search_covers_each_byte_about_once(aio, loop, runner, socketpair):
+    """A line sent one byte at a time is searched in linear, not quadratic, work
+    (shown on the specification, whose buffer a test can watch)."""
+    a, b = socketpair()
+    stream = streams.Stream(a)
+    searched = [0]
+
+    class Watched(streams.StreamBuffer):
+        __slots__ = ()
+
+        def find(self, separator, begin, end):
+            searched[0] += max(0, end - begin)
+            return super().find(separator, begin, end)
+
+    stream._buffer = Watched()
+    line = b"x" * 300 + b"\r\n"
+
+    def writer():
+        for byte in line:
+            b.send(bytes([byte]))
+            yield aio.Sleep(0)
+
+    def main():
+        loop.call_soon(writer())
+        return (yield from stream.read_until(b"\r\n"))
+
+    assert runner.complete(main()) == line
+    assert searched[0] <= 2 * len(line)
+
+
 def test_buffered_reads_complete_without_waiting(aio, runner, socketpair, Stream):
     a, b = socketpair()
     stream = Stream(a)
@@ -418,6 +449,19 @@ def test_properties(aio, runner, tcp_pair, Stream):
     assert stream.socket is server
     assert stream.peername == client.getsockname()
     assert "Stream" in repr(stream)
+
+
+def test_a_stream_is_freed_without_the_cycle_collector(socketpair, Stream):
+    a, b = socketpair()
+    gc.collect()
+    gc.disable()
+    try:
+        stream = Stream(a)
+        stream._buffer.append(b"unread")
+        del stream
+        assert gc.collect() == 0  # nothing was left for the collector
+    finally:
+        gc.enable()
 
 
 def test_stream_makes_a_blocking_socket_non_blocking(socketpair, Stream):

@@ -284,7 +284,6 @@ cdef class Stream:
     cdef readonly StreamBuffer _buffer
     cdef public bint _eof
     cdef public bint _closed
-    cdef readonly object _receive
     cdef public object _peername
 
 cdef class StreamRead:

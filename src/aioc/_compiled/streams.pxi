@@ -122,7 +122,6 @@ cdef class Stream:
         self._buffer = StreamBuffer()
         self._eof = False
         self._closed = False
-        self._receive = _streams.Receive(self)
         self._peername = None
 
     def __repr__(self):
