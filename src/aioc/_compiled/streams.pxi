@@ -189,6 +189,15 @@ cdef class StreamRead:
     one, through the contract alone.
     """
 
+    def __repr__(self):
+        if self.kind == STREAM_READ:
+            what = f"read({self.size})"
+        elif self.kind == STREAM_READ_EXACTLY:
+            what = f"read_exactly({self.size})"
+        else:
+            what = f"read_until({self.separator!r}, {self.size})"
+        return f"<StreamRead {what} of {self.stream!r}>"
+
     def _yield(self, loop, task):
         sock = self.stream._sock
         loop.wait_readable(sock.fileno(), self, task, sock)
