@@ -426,6 +426,21 @@ def test_socket_subclass_takes_the_general_path(aio, runner, Stream):
         b.close()
 
 
+def test_a_read_yielded_instead_of_run_raises_type_error(aio, runner, socketpair, Stream):
+    a, b = socketpair()
+    stream = Stream(a)
+
+    def main():
+        b.send(b"kept\n")
+        with pytest.raises(TypeError):
+            yield stream.readline()
+        with pytest.raises(TypeError):
+            yield aio.Timeout(stream.readline(), 1.0)
+        return (yield from stream.readline())
+
+    assert runner.complete(main()) == b"kept\n"
+
+
 def test_async_def_awaits_stream_operations(aio, runner, socketpair, Stream):
     a, b = socketpair()
     stream = Stream(a)
