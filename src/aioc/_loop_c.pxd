@@ -17,6 +17,7 @@
 #   completed.pxi  Completed, the awaitable of an operation done at once
 #   sync.pxi       Lock, compiled          } twins of aioc.sync.Lock
 #   queues.pxi     Queue, compiled         } and aioc.queues.Queue
+#   streams.pxi    Stream and its buffer, compiled (twins of streams.py)
 #   gc.pxi         garbage-collector support for the C-held references
 # and C that Cython cannot express from _compiled/aioc.h.
 
@@ -311,3 +312,34 @@ cdef class Queue:
     cdef bint is_full(self) noexcept
     cdef int deliver(self, object item) except -1
     cdef int wake_putters(self) except -1
+# -- streams.pxi ------------------------------------------------------------------
+
+cdef class StreamBuffer:
+    cdef char *data
+    cdef Py_ssize_t start          # the unconsumed bytes are data[start:end]
+    cdef Py_ssize_t end
+    cdef Py_ssize_t capacity
+    cdef char *reserve(self, Py_ssize_t n) except NULL
+    cdef int extend(self, const char *data, Py_ssize_t n) except -1
+    cdef Py_ssize_t find_in(self, const char *separator, Py_ssize_t width, Py_ssize_t begin, Py_ssize_t end) noexcept
+    cdef bytes take_bytes(self, Py_ssize_t n)
+
+cdef class Stream:
+    cdef readonly object _sock
+    cdef readonly object _tls
+    cdef readonly StreamBuffer _buffer
+    cdef public bint _eof
+    cdef public bint _closed
+    cdef public object _peername
+
+cdef class StreamRead:
+    cdef Stream stream
+    cdef int kind                  # STREAM_READ, STREAM_READ_EXACTLY or STREAM_READ_UNTIL
+    cdef Py_ssize_t size           # max_bytes, n or limit
+    cdef bytes separator
+    cdef Py_ssize_t searched       # no separator starts before this offset
+    cdef bint suspended            # its iterator yielded it: a task waits through it
+    cdef Py_ssize_t receive_size(self) noexcept
+
+cdef int stream_receive_for(EventLoop loop, StreamRead read, Task task) except -1
+cdef int check_driven(StreamRead read) except -1
