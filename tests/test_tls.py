@@ -619,3 +619,82 @@ def test_client_against_openssl_s_server(loop, runner, pem_files, client_context
         server.communicate(timeout=5)
     assert page.startswith(b"HTTP/1.0 200 ok")
     assert b"TLSv1.3" in page or b"TLSv1.2" in page
+
+
+def test_receives_cut_short_by_deadlines_lose_nothing(loop, runner, tcp_pair, server_context, client_context):
+    """Deadlines land at every point of a receive; every byte still arrives, in order."""
+    client, server = tcp_pair()
+    records = [b"record %03d;" % i for i in range(200)]
+
+    def sender(layer: tls.TLSLayer) -> Any:
+        for record in records:
+            yield from layer.send(record)
+            yield aioc.Sleep(0)
+
+    def main() -> Any:
+        server_task = yield aioc.Spawn(tls.handshake(server, server_context, server_side=True))
+        layer = yield from tls.handshake(client, client_context, server_side=False, server_hostname="localhost")
+        server_layer = yield aioc.Join(server_task)
+        send_task = yield aioc.Spawn(sender(server_layer))
+        wanted = sum(map(len, records))
+        received = b""
+        while len(received) < wanted:
+            chunk = yield from aioc.ignore_after(0.0002, layer.receive(7))
+            received += chunk or b""
+        yield aioc.Join(send_task)
+        return received
+
+    assert runner.complete(main(), limit=20) == b"".join(records)
+
+
+# -- start_tls: a Stream over the layer ------------------------------------------------------
+
+
+def test_start_tls_gives_a_stream_that_reads_lines_across_records(loop, runner, tcp_pair, server_context, client_context):
+    client, server = tcp_pair()
+    server_context.set_alpn_protocols(["lines/1"])
+    client_context.set_alpn_protocols(["lines/1"])
+
+    def python_client() -> bytes:
+        with client_context.wrap_socket(blocking(client), server_hostname="localhost") as conn:
+            conn.sendall(b"one\ntwo\nthree\n")  # one record, three lines
+            for piece in (b"fo", b"u", b"r\n"):  # one line, three records
+                conn.sendall(piece)
+            return recv_all(conn)
+
+    def main() -> Any:
+        stream = yield from tls.start_tls(server, server_context, server_side=True)
+        assert isinstance(stream, aioc.Stream) and stream.tls.selected_alpn_protocol() == "lines/1"
+        lines = []
+        for _ in range(4):
+            lines.append((yield from stream.readline()))
+        for line in lines:
+            yield from stream.write(line.upper())
+        yield from stream.close()  # close_notify, then the socket
+        return lines, server.fileno()
+
+    peer = Peer(python_client)
+    lines, fd = runner.complete(main())
+    assert lines == [b"one\n", b"two\n", b"three\n", b"four\n"] and fd == -1
+    assert peer.outcome() == b"ONE\nTWO\nTHREE\nFOUR\n"
+
+
+def test_start_tls_on_both_ends(loop, runner, tcp_pair, server_context, client_context):
+    client, server = tcp_pair()
+
+    async def serve() -> None:
+        stream = await tls.start_tls(server, server_context, server_side=True)
+        async with stream:
+            while line := await stream.readline():
+                await stream.write(b"> " + line)
+
+    def main() -> Any:
+        server_task = yield aioc.Spawn(serve())
+        stream = yield from tls.start_tls(client, client_context, server_side=False, server_hostname="localhost")
+        yield from stream.write(b"a\nb\n")
+        replies = [(yield from stream.readline()), (yield from stream.readline())]
+        yield from stream.close()
+        yield aioc.Join(server_task)
+        return replies
+
+    assert runner.complete(main()) == [b"> a\n", b"> b\n"]

@@ -19,6 +19,12 @@ The pump, the rule every method follows:
 - data that OpenSSL has already decrypted is handed out before the socket
   is waited on again: :meth:`TLSLayer.receive` always asks OpenSSL first.
 
+Cancellation never corrupts the session: ciphertext enters ``incoming`` in
+the receiving event's ``_resume``, before the task runs again (a cancel
+that lands in between loses nothing), ``receive`` does not wait once it
+holds plaintext, and ciphertext that a cancelled send had not sent yet goes
+out first at the next send.
+
 Records and lines are unrelated (one record can hold many lines, one line
 many records): buffering by line belongs to ``aioc.Stream`` above.
 
@@ -52,11 +58,12 @@ import types
 from collections.abc import Generator
 from typing import Any, Union
 
-from .events import DEFAULT_READ_SIZE, ReadEvent, SendAll, check_nbytes, timeout_after
+from .events import _DONTWAIT, DEFAULT_READ_SIZE, Event, SendAll, check_nbytes, timeout_after
 from .scopes import ignore_after
+from .streams import Stream
 from .sync import Lock
 
-__all__ = ["TLSLayer", "handshake", "DEFAULT_HANDSHAKE_TIMEOUT", "CLOSE_TIMEOUT"]
+__all__ = ["TLSLayer", "start_tls", "handshake", "DEFAULT_HANDSHAKE_TIMEOUT", "CLOSE_TIMEOUT"]
 
 #: Seconds a handshake may take unless the caller says otherwise.
 DEFAULT_HANDSHAKE_TIMEOUT = 60.0
@@ -75,7 +82,29 @@ _WRITE_CHUNK = 256 * 1024
 # and SSLObject.read allocates what it is asked for before it shrinks it.
 _RECORD_SIZE = 16 * 1024
 
-_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
+
+class _ReceiveCiphertext(Event):
+    """Waits until the layer's socket is readable, then feeds ``incoming``.
+
+    The bytes go into the buffer in ``_resume``, before the task runs again,
+    so a cancel or a deadline that reaches the task in between loses none.
+    Resumes with the count received (0 at the end of the connection).
+    """
+
+    __slots__ = ("layer",)
+
+    def __init__(self, layer: TLSLayer) -> None:
+        self.layer = layer
+
+    def _yield(self, loop: Any, task: Any) -> None:
+        sock = self.layer.sock
+        loop.wait_readable(sock.fileno(), self, task, sock)
+
+    def _resume(self, loop: Any, task: Any) -> None:
+        # A BlockingIOError here (a spurious wake-up) makes the loop wait again.
+        data = self.layer.sock.recv(DEFAULT_READ_SIZE, _DONTWAIT)
+        self.layer._feed(data)
+        loop.reschedule(task, len(data))
 
 
 class TLSLayer:
@@ -100,7 +129,7 @@ class TLSLayer:
     """
 
     __slots__ = (
-        "sock", "_sslobj", "_incoming", "_outgoing", "_unsent", "_sending", "_receiving",
+        "sock", "_sslobj", "_incoming", "_outgoing", "_unsent", "_sending", "_receiving", "_ciphertext",
         "_fills", "_eof_received", "_peer_done", "ragged_eof", "_closed",
     )
 
@@ -120,7 +149,8 @@ class TLSLayer:
         )
         self._unsent: bytes | memoryview = b""  # ciphertext taken from `outgoing` but not yet sent
         self._sending = Lock()  # keeps ciphertext in order when several tasks flush
-        self._receiving = Lock()  # one ReadEvent per socket at a time
+        self._receiving = Lock()  # one reader of the socket at a time
+        self._ciphertext = _ReceiveCiphertext(self)
         self._fills = 0  # how many times ciphertext went into `incoming`
         self._eof_received = False
         self._peer_done = False  # receive has returned b'' once: it always will
@@ -186,7 +216,10 @@ class TLSLayer:
         """Up to ``max_bytes`` of plaintext; ``b''`` once the peer has ended the session.
 
         Returns as soon as some plaintext is there: it waits on the socket
-        only when OpenSSL holds nothing decrypted.
+        only when OpenSSL holds nothing decrypted, and never once it holds
+        plaintext (so a cancel cannot lose any).  Whatever reading made
+        OpenSSL say back (a key update, say) goes out at the next flush:
+        before this layer next waits on the socket, or with the next send.
         """
         check_nbytes(max_bytes)
         if self._peer_done:
@@ -213,7 +246,6 @@ class TLSLayer:
                 break
             chunks.append(chunk)
             total += len(chunk)
-        yield from self._flush()  # reading can answer the peer (a key update, say)
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     @types.coroutine
@@ -285,17 +317,19 @@ class TLSLayer:
         fills = self._fills
         yield from self._receiving.acquire()
         try:
-            if self._fills != fills:
-                return  # another task fed `incoming` while we waited: retry with that
-            data = yield ReadEvent(self.sock, DEFAULT_READ_SIZE)
-            if data:
-                self._incoming.write(data)
-            else:
-                self._eof_received = True
-                self._incoming.write_eof()
-            self._fills += 1
+            if self._fills == fills:  # else another task fed `incoming` meanwhile: use that
+                yield self._ciphertext
         finally:
             self._receiving.release()
+
+    def _feed(self, data: bytes) -> None:
+        """Put ciphertext from the socket into ``incoming``; ``b''`` marks its end."""
+        if data:
+            self._incoming.write(data)
+        else:
+            self._eof_received = True
+            self._incoming.write_eof()
+        self._fills += 1
 
     def _send_alert(self) -> None:
         """Tell the peer why its handshake failed, if the socket takes it at once."""
@@ -331,3 +365,25 @@ def handshake(
     else:
         yield from timeout_after(handshake_timeout, layer.do_handshake())
     return layer
+
+
+@types.coroutine
+def start_tls(
+    sock: socket.socket,
+    context: ssl.SSLContext,
+    *,
+    server_side: bool,
+    server_hostname: str | None = None,
+    handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
+) -> Generator[Any, Any, Stream]:
+    """``stream = yield from start_tls(sock, context, server_side=...)``: a TLS stream.
+
+    :func:`handshake`, then an ``aioc.Stream`` that reads and writes through
+    the layer; ``stream.tls`` is the layer.  ``stream.close()`` sends
+    close_notify and closes the socket.  If the handshake fails the socket
+    stays open: it is the caller's to close.
+    """
+    layer = yield from handshake(
+        sock, context, server_side=server_side, server_hostname=server_hostname, handshake_timeout=handshake_timeout
+    )
+    return Stream(sock, tls=layer)
