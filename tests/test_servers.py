@@ -401,3 +401,27 @@ def test_bad_arguments(loop, runner):
             yield from aioc.serve_unix(echo_lines)
 
     runner.complete(main())
+
+
+@pytest.mark.parametrize("max_connections", [None, 1])
+def test_closing_the_loop_under_a_running_server_closes_every_socket(aio, backend, max_connections):
+    before = open_fds()
+    loop = aio.EventLoop(backend=backend)
+    sock = aioc.tcp_listener("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    raw = []
+
+    def main() -> Any:
+        yield aioc.Spawn(aioc.serve_tcp(echo_lines, sock=sock, max_connections=max_connections))
+        for _ in range(3):
+            raw.append(socket.create_connection(("127.0.0.1", port)))
+        yield from wait_until(lambda: sum(t.name.startswith("connection") for t in loop.tasks()) >= 1)
+
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()  # the server and its handlers are still running
+    assert all(closed_by_peer(conn) for conn in raw)
+    for conn in raw:
+        conn.close()
+    assert open_fds() == before
