@@ -246,6 +246,8 @@ class TLSLayer:
                 break
             chunks.append(chunk)
             total += len(chunk)
+            if not (sslobj.pending() or self._incoming.pending):
+                break  # the next read could only say "want read": spare its exception
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     @types.coroutine
