@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import logging
 import os
 import shutil
 import socket
@@ -294,7 +295,8 @@ def test_connections_accepted_as_the_server_is_cancelled_are_closed(loop, runner
 # -- TLS ---------------------------------------------------------------------------------
 
 
-def test_tls_server_survives_garbage_and_a_stalled_handshake(loop, runner, server_context, client_context):
+def test_tls_server_survives_garbage_and_a_stalled_handshake(loop, runner, server_context, client_context, caplog):
+    caplog.set_level(logging.DEBUG, logger="aioc")
     sock = aioc.tcp_listener("127.0.0.1", 0)
     port = sock.getsockname()[1]
 
@@ -317,6 +319,9 @@ def test_tls_server_survives_garbage_and_a_stalled_handshake(loop, runner, serve
         return reply, stalled_end
 
     assert runner.complete(main()) == (b"over tls\n", b"")
+    failures = [record.getMessage() for record in caplog.records if "TLS handshake with 127.0.0.1:" in record.getMessage()]
+    assert len(failures) == 2
+    assert any("SSLError" in message for message in failures) and any("TimeoutError" in message for message in failures)
 
 
 def test_tls_handshake_counts_against_max_connections(loop, runner, server_context, client_context):
@@ -399,6 +404,8 @@ def test_bad_arguments(loop, runner):
             yield from aioc.serve_tcp(echo_lines, sock=aioc.tcp_listener("127.0.0.1", 0), max_connections=0)
         with pytest.raises(TypeError):
             yield from aioc.serve_unix(echo_lines)
+        with pytest.raises(TypeError):
+            yield from aioc.serve_tcp(echo_lines, "127.0.0.1", 0, ssl=True)  # a server needs its certificate
 
     runner.complete(main())
 
@@ -425,3 +432,22 @@ def test_closing_the_loop_under_a_running_server_closes_every_socket(aio, backen
     for conn in raw:
         conn.close()
     assert open_fds() == before
+
+
+def test_reuse_port_lets_two_servers_share_a_port(loop, runner):
+    first = aioc.tcp_listener("127.0.0.1", 0, reuse_port=True)
+    port = first.getsockname()[1]
+
+    def main() -> Any:
+        a = yield aioc.Spawn(aioc.serve_tcp(echo_lines, sock=first))
+        b = yield aioc.Spawn(aioc.serve_tcp(echo_lines, "127.0.0.1", port, reuse_port=True))
+        yield aioc.Sleep(0.01)
+        stream = yield from aioc.open_tcp("127.0.0.1", port)
+        reply = yield from talk(stream, b"either\n")
+        yield from stream.close()
+        both_running = not a.done() and not b.done()
+        yield from stop(a)
+        yield from stop(b)
+        return reply, both_running
+
+    assert runner.complete(main()) == (b"either\n", True)

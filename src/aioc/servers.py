@@ -166,6 +166,7 @@ def serve_tcp(
     each connection is handshaken within ``handshake_timeout`` seconds before
     its handler runs.  Binding errors (a port in use) raise ``OSError`` here.
     """
+    _check_server_context(ssl)
     if sock is None:
         sock = yield from _resolve_and_listen(host, port, backlog, reuse_port)
     yield from _serve(sock, handler, ssl, max_connections, handshake_timeout)
@@ -189,6 +190,7 @@ def serve_unix(
     the server then owns (its file is left in place).  The rest is as for
     :func:`serve_tcp`.
     """
+    _check_server_context(ssl)
     if sock is None:
         if path is None:
             raise TypeError("serve_unix needs a path or a listening sock")
@@ -203,6 +205,11 @@ def serve_unix(
                     pass
     else:
         yield from _serve(sock, handler, ssl, max_connections, handshake_timeout)
+
+
+def _check_server_context(context: object) -> None:
+    if context is not None and not isinstance(context, _ssl.SSLContext):
+        raise TypeError(f"ssl must be a server-side ssl.SSLContext or None, got {type(context).__name__}")
 
 
 @types.coroutine
