@@ -45,7 +45,7 @@ from .events import Event, accept_backoff
 from .streams import CloseSocket, Stream
 from .sync import Semaphore
 from .threads import getaddrinfo
-from .tls import DEFAULT_HANDSHAKE_TIMEOUT, handshake
+from .tls import DEFAULT_HANDSHAKE_TIMEOUT, handshake, new_stream
 
 __all__ = ["serve_tcp", "serve_unix", "tcp_listener", "unix_listener"]
 
@@ -403,14 +403,14 @@ def _serve_connection(
     loop_closing = False
     try:
         if context is None:
-            stream = Stream(conn)
+            stream = new_stream(conn)
         else:
             try:
                 layer = yield from handshake(conn, context, server_side=True, handshake_timeout=handshake_timeout)
             except (_ssl.SSLError, OSError) as exc:  # TimeoutError is an OSError
                 logger.debug("TLS handshake with %s failed: %r", _describe(address), exc)
                 return
-            stream = Stream(conn, tls=layer)
+            stream = new_stream(conn, tls=layer)
         yield from handler(stream)
     except GeneratorExit:
         loop_closing = True  # nothing may wait now

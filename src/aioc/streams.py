@@ -9,8 +9,8 @@ against the loop's contract (:mod:`aioc.lowlevel`), so it runs on both loops
 and obeys deadlines (``timeout_after``) and ``Task.cancel``.
 
 The buffer
-    Received bytes land in one ``bytearray``; ``_start`` marks the consumed
-    prefix, which is dropped only once it is large (or everything is
+    Received bytes land in a :class:`StreamBuffer`: one ``bytearray`` whose
+    consumed prefix is dropped only once it is large (or everything is
     consumed), so taking a short line costs no copy of the rest.  A search
     for a separator looks only at the bytes that arrived since its previous
     pass, so a peer that sends one byte at a time costs linear, not
@@ -50,6 +50,13 @@ The TLS hook
     ``sendfile`` then reads the file and writes through the layer, and
     ``close`` closes the layer before the socket.  Without a layer the stream
     uses the socket directly: that is the fast path.
+
+The compiled twin
+    This module is the specification.  The compiled loop has twins of
+    :class:`StreamBuffer` and :class:`Stream` with the same names and
+    behaviour (``aioc/_compiled/streams.pxi``), and ``aioc.Stream`` is the
+    compiled one when the compiled loop is in use.  Both twins run on both
+    loops.
 """
 
 from __future__ import annotations
@@ -109,6 +116,50 @@ class LimitOverrunError(Exception):
         return type(self), (self.args[0], self.consumed)
 
 
+class StreamBuffer:
+    """The bytes a stream received and its reader has not consumed yet.
+
+    Offsets given to and returned by :meth:`find` count from the first
+    unconsumed byte.  The compiled loop has a twin of this class, with the
+    same methods, that keeps the bytes in C memory.
+    """
+
+    __slots__ = ("_data", "_start")
+
+    def __init__(self) -> None:
+        self._data = bytearray()
+        self._start = 0  # bytes of _data already consumed
+
+    def __len__(self) -> int:
+        return len(self._data) - self._start
+
+    def append(self, data: BytesLike) -> None:
+        """Add received bytes at the end."""
+        self._data += data
+
+    def find(self, separator: bytes, begin: int, end: int) -> int:
+        """Where ``separator`` first lies wholly within ``[begin, end)``; -1 if nowhere."""
+        start = self._start
+        index = self._data.find(separator, start + begin, start + end)
+        return index - start if index >= 0 else -1
+
+    def take(self, n: int) -> bytes:
+        """Consume and return the first ``n`` bytes (all of them if fewer are buffered)."""
+        data, start = self._data, self._start
+        end = start + n
+        if end >= len(data):
+            taken = bytes(data) if start == 0 else bytes(data[start:])
+            data.clear()
+            self._start = 0
+            return taken
+        taken = bytes(data[start:end])
+        if end >= COMPACT_AT and end * 2 >= len(data):
+            del data[:end]
+            end = 0
+        self._start = end
+        return taken
+
+
 class Receive:
     """Waits until the stream's socket is readable, then receives into its buffer.
 
@@ -119,9 +170,9 @@ class Receive:
 
     __slots__ = ("stream", "nbytes")
 
-    def __init__(self, stream: Stream) -> None:
+    def __init__(self, stream: Stream, nbytes: int) -> None:
         self.stream = stream
-        self.nbytes = DEFAULT_LIMIT
+        self.nbytes = nbytes
 
     def _yield(self, loop: Any, task: Any) -> None:
         sock = self.stream._sock
@@ -203,22 +254,20 @@ class Stream:
     ``receive``, ``send`` and ``close``; see the module's documentation.
     """
 
-    __slots__ = ("_sock", "_tls", "_buffer", "_start", "_eof", "_closed", "_receive", "_peername")
+    __slots__ = ("_sock", "_tls", "_buffer", "_eof", "_closed", "_peername")
 
     def __init__(self, sock: socket.socket, *, tls: Any = None) -> None:
         if sock.getblocking():
             sock.setblocking(False)
         self._sock = sock
         self._tls = tls
-        self._buffer = bytearray()
-        self._start = 0  # bytes of _buffer already consumed
+        self._buffer = StreamBuffer()
         self._eof = False
         self._closed = False
-        self._receive = Receive(self)
         self._peername: Any = None
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else f"{len(self._buffer) - self._start} bytes buffered"
+        state = "closed" if self._closed else f"{len(self._buffer)} bytes buffered"
         return f"<Stream fd={self._sock.fileno()} {state}{' tls' if self._tls is not None else ''}>"
 
     @property
@@ -242,25 +291,9 @@ class Stream:
 
     def _received(self, data: bytes) -> None:
         if data:
-            self._buffer += data
+            self._buffer.append(data)
         else:
             self._eof = True
-
-    def _take(self, n: int) -> bytes:
-        """Consume and return the next ``n`` buffered bytes (``n`` <= what is buffered)."""
-        buffer, start = self._buffer, self._start
-        end = start + n
-        if end >= len(buffer):
-            data = bytes(buffer) if start == 0 else bytes(buffer[start:])
-            buffer.clear()
-            self._start = 0
-            return data
-        data = bytes(buffer[start:end])
-        if end >= COMPACT_AT and end * 2 >= len(buffer):
-            del buffer[:end]
-            end = 0
-        self._start = end
-        return data
 
     @types.coroutine
     def _fill(self, nbytes: int) -> Generator[Any, Any, int]:
@@ -270,8 +303,8 @@ class Stream:
         if self._closed:
             raise OSError(errno.EBADF, "the stream is closed")
         if self._tls is None:
-            self._receive.nbytes = nbytes
-            received: int = yield self._receive
+            # A new event each time: one kept on the stream would make a cycle.
+            received: int = yield Receive(self, nbytes)
             return received
         data = yield from self._tls.receive(nbytes)
         self._received(data)
@@ -283,9 +316,9 @@ class Stream:
     def read(self, max_bytes: int = DEFAULT_LIMIT) -> Generator[Any, Any, bytes]:
         """Up to ``max_bytes``: the buffered bytes if any, else one receive; ``b''`` at end of stream."""
         check_size(max_bytes, "max_bytes")
-        if self._start == len(self._buffer):
+        if not self._buffer:
             yield from self._fill(max_bytes)
-        return self._take(min(max_bytes, len(self._buffer) - self._start))
+        return self._buffer.take(max_bytes)
 
     @types.coroutine
     def read_exactly(self, n: int) -> Generator[Any, Any, bytes]:
@@ -294,10 +327,11 @@ class Stream:
             raise TypeError(f"n must be an int, got {type(n).__name__}")
         if n < 0:
             raise ValueError(f"n must be zero or more, got {n}")
-        while len(self._buffer) - self._start < n:
+        buffer = self._buffer
+        while len(buffer) < n:
             if not (yield from self._fill(DEFAULT_LIMIT)):
-                raise IncompleteReadError(self._take(len(self._buffer) - self._start), n)
-        return self._take(n)
+                raise IncompleteReadError(buffer.take(len(buffer)), n)
+        return buffer.take(n)
 
     @types.coroutine
     def readline(self, limit: int = DEFAULT_LIMIT) -> Generator[Any, Any, bytes]:
@@ -318,20 +352,19 @@ class Stream:
             raise ValueError("the separator must not be empty")
         check_size(limit, "limit")
         buffer = self._buffer
-        searched = self._start  # bytes before this index hold no separator start
+        searched = 0  # no separator starts before this offset
         while True:
-            start = self._start
-            end = min(len(buffer), start + limit)
-            index = buffer.find(separator, max(searched, start), end)
+            end = min(len(buffer), limit)
+            index = buffer.find(separator, searched, end)
             if index >= 0:
-                return self._take(index + width - start)
-            if end - start >= limit:
-                raise LimitOverrunError(f"no separator within {limit} bytes", end - start)
+                return buffer.take(index + width)
+            if end >= limit:
+                raise LimitOverrunError(f"no separator within {limit} bytes", end)
             # Only the last width - 1 bytes can start a separator that the
             # next bytes complete.
-            searched = max(start, len(buffer) - width + 1)
+            searched = max(0, end - width + 1)
             if not (yield from self._fill(DEFAULT_LIMIT)):
-                tail = self._take(len(buffer) - self._start)
+                tail = buffer.take(len(buffer))
                 if tail:
                     raise IncompleteReadError(tail, None)
                 return b""
