@@ -122,8 +122,14 @@ def test_serve_unix_replaces_a_stale_socket_file_but_not_other_files(loop, runne
 
     def main() -> Any:
         server = yield aioc.Spawn(aioc.serve_unix(echo_lines, path))
-        yield from wait_until(lambda: not server.done() and os.path.exists(path))
-        stream = yield from aioc.open_unix(path)
+        # The stale file is there before the server replaces it: a refused
+        # connect means the server has not listened yet.
+        for _ in range(200):
+            try:
+                stream = yield from aioc.open_unix(path)
+                break
+            except ConnectionRefusedError:
+                yield aioc.Sleep(0.01)
         reply = yield from talk(stream, b"fresh\n")
         yield from stream.close()
         yield from stop(server)
