@@ -19,10 +19,15 @@ else:
     globals().update({name: getattr(_impl, name) for name in _impl.__all__})
 
 # The runtime above the loop: pure Python on the contract, shared by both loops.
-from . import queues, scopes, signals, sync, taskgroups, threads, workers
+from . import queues, scopes, signals, streams, sync, taskgroups, threads, workers
 from .queues import *  # noqa: F403
 from .scopes import *  # noqa: F403
 from .signals import *  # noqa: F403
+from .streams import *  # noqa: F403
+
+if not TYPE_CHECKING:
+    # The compiled twin of Stream when the compiled loop is in use.
+    Stream = getattr(_impl, "Stream", Stream)  # noqa: F405
 from .sync import *  # noqa: F403
 from .taskgroups import *  # noqa: F403
 from .threads import *  # noqa: F403
@@ -39,4 +44,5 @@ __all__ = [
     *threads.__all__,
     *signals.__all__,
     *workers.__all__,
+    *streams.__all__,
 ]

@@ -23,7 +23,8 @@ from cpython.ref cimport Py_CLEAR, Py_DECREF, Py_INCREF, Py_XDECREF
 from libc.errno cimport EAGAIN, EBADF, ECONNABORTED, EEXIST, EINTR, ENOENT, errno
 from libc.math cimport ceil
 from libc.stdint cimport uint32_t
-from libc.string cimport memset
+from libc.string cimport memcpy, memmove, memset
+from cpython.pyport cimport PY_SSIZE_T_MAX
 from posix.fcntl cimport F_GETFD, fcntl
 from posix.time cimport timeval
 from posix.unistd cimport close as close_fd
@@ -37,6 +38,7 @@ from collections import deque
 from aioc import _constants as C
 from aioc import _loop_py
 from aioc import events as _events
+from aioc import streams as _streams
 from aioc._interrupts import InterruptGuard
 from aioc._introspect import TaskStack, check_name, coroutine_frames, default_name, where
 from aioc._io_epoll import fileno_of, weak_owner
@@ -146,6 +148,8 @@ cdef extern from "_compiled/aioc.h":
     int aioc_inet_sockaddr(object address, int family, sockaddr_storage *out, socklen_t *length)
     Py_ssize_t aioc_positive_size(object o)
     int aioc_make_awaitable(object type, object raise_thrown, object await_shared) except -1
+    ctypedef PyObject *(*aioc_stream_step_fn)(PyObject *read)
+    int aioc_make_stream_awaitable(object type, aioc_stream_step_fn step) except -1
     int aioc_event_suspended(object event)
     int aioc_install_gc(object type, aioc_visit_held_fn visit, aioc_clear_held_fn clear) except -1
 
@@ -656,11 +660,13 @@ cdef class EventLoop:
         cdef type kind = type(event)
         if kind is Sleep and (<Sleep>event)._seconds <= 0.0:
             return self.push(task, None)
-        if kind is ReadEvent and rewait_read(self, event, (<ReadEvent>event).sock, task):
+        if kind is ReadEvent and rewait_read(self, (<ReadEvent>event).sock, event, task):
             return 0
         if kind is SendAll and is_socket((<SendAll>event).sock):
             return send_all(self, <SendAll>event, task)
-        if kind is RecvFrom and rewait_read(self, event, (<RecvFrom>event).sock, task):
+        if kind is StreamRead and rewait_read(self, (<StreamRead>event).stream._sock, event, task):
+            return 0
+        if kind is RecvFrom and rewait_read(self, (<RecvFrom>event).sock, event, task):
             return 0
         if kind is SendTo:
             return send_to(self, <SendTo>event, task, False)
@@ -685,6 +691,9 @@ cdef class EventLoop:
                 self.wait_task((<Join>event).task, event, task)
             elif kind is AcceptEvent:
                 sock = (<AcceptEvent>event).sock
+                self.wait_io(socket_fd(sock), False, event, task, sock)
+            elif kind is StreamRead:
+                sock = (<StreamRead>event).stream._sock
                 self.wait_io(socket_fd(sock), False, event, task, sock)
             elif kind is RecvFrom:
                 sock = (<RecvFrom>event).sock
@@ -713,6 +722,8 @@ cdef class EventLoop:
             return self.push(task, None)
         if kind is AcceptEvent and is_inet_socket((<AcceptEvent>event).sock):
             return accept_for(self, <AcceptEvent>event, task)
+        if kind is StreamRead and is_socket((<StreamRead>event).stream._sock):
+            return stream_receive_for(self, <StreamRead>event, task)
         if kind is RecvFrom and (<RecvFrom>event)._max_bytes <= READ_BUFFER_SIZE and is_inet_socket((<RecvFrom>event).sock):
             return recvfrom_for(self, <RecvFrom>event, task)
         if kind is SendTo:
@@ -1009,3 +1020,4 @@ def run(coro, *, backend=None, debug=False):
 
 
 include "_compiled/events.pxi"
+include "_compiled/streams.pxi"

@@ -28,9 +28,9 @@ cdef inline int socket_fd(object sock) except? -2:
     return sock.fileno()
 
 
-cdef inline bint rewait_read(EventLoop loop, object event, object sock, Task task) except -1:
-    """Wait to read ``sock`` (a ReadEvent's or a RecvFrom's) where epoll
-    already holds a fitting registration: no system call."""
+cdef inline bint rewait_read(EventLoop loop, object sock, object event, Task task) except -1:
+    """Wait to read ``sock`` (a ReadEvent's, a RecvFrom's or a stream's) where
+    epoll already holds a fitting registration: no system call."""
     cdef FdSlot *slot
     cdef int fd
     if not is_socket(sock):
