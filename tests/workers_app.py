@@ -40,7 +40,8 @@ def serve(port: int, mode: str) -> Generator[Any, Any, None]:
     yield from aioc.wait_signal(signal.SIGTERM, signal.SIGINT)
     accepting.cancel()
     listener.close()
-    print(f"stopped {os.getpid()}", flush=True)
+    sys.stdout.write(f"stopped {os.getpid()}\n")  # one write: the workers share this stdout
+    sys.stdout.flush()
 
 
 def accept_loop(listener: socket.socket) -> Generator[Any, Any, None]:
