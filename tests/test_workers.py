@@ -6,11 +6,13 @@ workers) and talks to it over loopback TCP and with signals.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import socket
 import subprocess
 import sys
+import termios
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -104,7 +106,37 @@ def test_workers_answer_and_stop_with_the_supervisor(supervise, signo):
     assert supervisor.finish() == 0, supervisor.stderr
     for pid in pids:
         assert f"stopped {pid}" in supervisor.stdout
+    assert f"forwarding {signal.Signals(signo).name} to the workers" in supervisor.stderr
     assert "supervisor exits 0" in supervisor.stdout
+
+
+def test_ctrl_c_at_the_terminal_is_not_forwarded(port):
+    """The terminal sends SIGINT to the whole process group, workers included:
+    the supervisor does not send it to them a second time."""
+    controller, terminal = os.openpty()
+
+    def take_the_terminal() -> None:
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    try:
+        process = subprocess.Popen(
+            [sys.executable, str(APP), str(port), "2", "serve"], stdin=terminal,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            start_new_session=True, preexec_fn=take_the_terminal,
+        )
+        supervisor = Supervisor.__new__(Supervisor)
+        supervisor.port, supervisor.process = port, process
+        pids = supervisor.pids(2)
+        os.write(controller, b"\x03")  # Ctrl-C
+        assert supervisor.finish() == 0, supervisor.stderr
+        for pid in pids:
+            assert f"stopped {pid}" in supervisor.stdout
+        assert "SIGINT came from the terminal" in supervisor.stderr
+        assert "forwarding" not in supervisor.stderr
+    finally:
+        supervisor.kill()
+        os.close(controller)
+        os.close(terminal)
 
 
 def test_a_killed_worker_is_restarted(supervise):

@@ -234,15 +234,20 @@ class _Supervisor:
     # -- stopping -------------------------------------------------------------------
 
     def stop(self, signo: int, forward: bool) -> None:
+        """Stop restarting, start the grace period, and pass ``signo`` on if ``forward``."""
+        name = signal.Signals(signo).name
         if self.stop_deadline is None:
             self.stop_signal = signo
             self.stop_deadline = time.monotonic() + self.grace
             for slot in self.slots:
                 slot.restart_at = None
-            logger.info("stopping the workers (%s)", signal.Signals(signo).name)
-        if forward:
-            for slot in self.live():
-                self.signal(slot.pid, signo)
+            logger.info("stopping the workers (%s)", name)
+        if not forward:
+            logger.info("%s came from the terminal, which sent it to the workers too", name)
+            return
+        logger.info("forwarding %s to the workers", name)
+        for slot in self.live():
+            self.signal(slot.pid, signo)
 
     def kill_all(self) -> None:
         for slot in self.live():
