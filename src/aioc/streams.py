@@ -29,6 +29,11 @@ Limits and ends
     tail is consumed (the next call returns ``b''``), so a truncated line is
     never mistaken for a complete one.
 
+One reader and one writer
+    One task reads a stream at a time and one task writes it (a second
+    waiting reader gets ``ResourceBusy``, as on a socket); a reader and a
+    writer may run at once.
+
 Writing
     ``write`` returns once the kernel has taken every byte, waiting while the
     socket's send buffer is full: a peer that never reads stalls its writer
@@ -139,12 +144,16 @@ class StreamBuffer:
 
     def find(self, separator: bytes, begin: int, end: int) -> int:
         """Where ``separator`` first lies wholly within ``[begin, end)``; -1 if nowhere."""
+        if begin < 0 or end < 0:
+            raise ValueError("begin and end must be zero or more")
         start = self._start
         index = self._data.find(separator, start + begin, start + end)
         return index - start if index >= 0 else -1
 
     def take(self, n: int) -> bytes:
         """Consume and return the first ``n`` bytes (all of them if fewer are buffered)."""
+        if n < 0:
+            raise ValueError(f"n must be zero or more, got {n}")
         data, start = self._data, self._start
         end = start + n
         if end >= len(data):
@@ -170,9 +179,9 @@ class Receive:
 
     __slots__ = ("stream", "nbytes")
 
-    def __init__(self, stream: Stream) -> None:
+    def __init__(self, stream: Stream, nbytes: int) -> None:
         self.stream = stream
-        self.nbytes = DEFAULT_LIMIT
+        self.nbytes = nbytes
 
     def _yield(self, loop: Any, task: Any) -> None:
         sock = self.stream._sock
@@ -266,7 +275,7 @@ class Stream:
     ``receive``, ``send`` and ``close``; see the module's documentation.
     """
 
-    __slots__ = ("_sock", "_tls", "_buffer", "_eof", "_closed", "_receive", "_peername")
+    __slots__ = ("_sock", "_tls", "_buffer", "_eof", "_closed", "_peername")
 
     def __init__(self, sock: socket.socket, *, tls: Any = None) -> None:
         if sock.getblocking():
@@ -276,7 +285,6 @@ class Stream:
         self._buffer = StreamBuffer()
         self._eof = False
         self._closed = False
-        self._receive = Receive(self)
         self._peername: Any = None
 
     def __repr__(self) -> str:
@@ -316,8 +324,8 @@ class Stream:
         if self._closed:
             raise OSError(errno.EBADF, "the stream is closed")
         if self._tls is None:
-            self._receive.nbytes = nbytes
-            received: int = yield self._receive
+            # A new event each time: one kept on the stream would make a cycle.
+            received: int = yield Receive(self, nbytes)
             return received
         data = yield from self._tls.receive(nbytes)
         self._received(data)

@@ -16,6 +16,9 @@ cdef extern from "string.h" nogil:
     void *memmem(const void *haystack, size_t haystack_len, const void *needle, size_t needle_len)
 
 _PureStream = _streams.Stream
+cdef bytes NEWLINE = b"\n"
+# What one receive asks for when the read gives no size, as a C constant.
+cdef Py_ssize_t STREAM_CHUNK = _streams.DEFAULT_LIMIT
 
 cdef enum:
     STREAM_READ = 0            # read(max_bytes)
@@ -43,8 +46,8 @@ cdef class StreamBuffer:
         cdef Py_ssize_t size = self.end - self.start
         cdef Py_ssize_t capacity
         cdef char *grown
-        if self.capacity - self.end >= n:
-            return self.data + self.end
+        if self.data is not NULL and self.capacity - self.end >= n:
+            return self.data + self.end  # never NULL: that is this method's error value
         if self.start:
             memmove(self.data, self.data + self.start, size)
             self.start, self.end = 0, size
@@ -60,6 +63,8 @@ cdef class StreamBuffer:
         return self.data + size
 
     cdef int extend(self, const char *data, Py_ssize_t n) except -1:
+        if n == 0:
+            return 0
         memcpy(self.reserve(n), data, n)
         self.end += n
         return 0
@@ -98,10 +103,14 @@ cdef class StreamBuffer:
     def find(self, separator, begin, end):
         """Where ``separator`` first lies wholly within ``[begin, end)``; -1 if nowhere."""
         cdef bytes needle = bytes(separator)
+        if begin < 0 or end < 0:
+            raise ValueError("begin and end must be zero or more")
         return self.find_in(PyBytes_AS_STRING(needle), PyBytes_GET_SIZE(needle), begin, end)
 
     def take(self, n):
         """Consume and return the first ``n`` bytes (all of them if fewer are buffered)."""
+        if n < 0:
+            raise ValueError(f"n must be zero or more, got {n}")
         return self.take_bytes(n)
 
 
@@ -121,7 +130,6 @@ cdef class Stream:
         self._buffer = StreamBuffer()
         self._eof = False
         self._closed = False
-        self._receive = _streams.Receive(self)
         self._peername = None
 
     def __repr__(self):
@@ -135,7 +143,7 @@ cdef class Stream:
         """Up to ``max_bytes``: the buffered bytes if any, else one receive; ``b''`` at end of stream."""
         if self._tls is not None:
             return _PureStream.read(self, max_bytes)
-        return new_stream_read(self, STREAM_READ, _streams.check_size(max_bytes, "max_bytes"), None)
+        return new_stream_read(self, STREAM_READ, checked_size(max_bytes, "max_bytes"), None)
 
     def read_exactly(self, n):
         """Exactly ``n`` bytes; :class:`IncompleteReadError` if the stream ends first."""
@@ -149,16 +157,19 @@ cdef class Stream:
 
     def readline(self, limit=_streams.DEFAULT_LIMIT):
         """``read_until(b"\\n", limit)``."""
-        return self.read_until(b"\n", limit)
+        if self._tls is not None:
+            return _PureStream.readline(self, limit)
+        return new_stream_read(self, STREAM_READ_UNTIL, checked_size(limit, "limit"), NEWLINE)
 
     def read_until(self, separator=b"\n", limit=_streams.DEFAULT_LIMIT):
         """The data up to and including ``separator``, which must lie within ``limit`` bytes."""
         if self._tls is not None:
             return _PureStream.read_until(self, separator, limit)
-        separator = bytes(separator)
+        if type(separator) is not bytes:
+            separator = bytes(separator)
         if not separator:
             raise ValueError("the separator must not be empty")
-        return new_stream_read(self, STREAM_READ_UNTIL, _streams.check_size(limit, "limit"), separator)
+        return new_stream_read(self, STREAM_READ_UNTIL, checked_size(limit, "limit"), separator)
 
     def write(self, data):
         """Hand every byte of ``data`` to the kernel, waiting while its buffer is full."""
@@ -176,7 +187,10 @@ cdef class Stream:
     __aexit__ = _PureStream.__aexit__
 
 
+# Not tracked by the GC, like ReadEvent: a read refers to its stream and its
+# separator, and neither refers back to a read.
 @cython.final
+@cython.no_gc
 @cython.freelist(64)
 cdef class StreamRead:
     """One read of a stream's bytes: ``read``, ``read_exactly`` or ``read_until``.
@@ -187,7 +201,17 @@ cdef class StreamRead:
     one, through the contract alone.
     """
 
+    def __repr__(self):
+        if self.kind == STREAM_READ:
+            what = f"read({self.size})"
+        elif self.kind == STREAM_READ_EXACTLY:
+            what = f"read_exactly({self.size})"
+        else:
+            what = f"read_until({self.separator!r}, {self.size})"
+        return f"<StreamRead {what} of {self.stream!r}>"
+
     def _yield(self, loop, task):
+        check_driven(self)
         sock = self.stream._sock
         loop.wait_readable(sock.fileno(), self, task, sock)
 
@@ -198,7 +222,24 @@ cdef class StreamRead:
 
     cdef inline Py_ssize_t receive_size(self) noexcept:
         # What the pure stream's _fill asks for: read() its max_bytes, the others one chunk.
-        return self.size if self.kind == STREAM_READ else _streams.DEFAULT_LIMIT
+        return self.size if self.kind == STREAM_READ else STREAM_CHUNK
+
+
+cdef int check_driven(StreamRead read) except -1:
+    """A read reaches the loop only through its own iterator (``yield from``, ``await``).
+
+    Yielded directly, its result would be lost: the loop resumes the task
+    with None, and only the iterator turns the buffer into the result.
+    """
+    if not read.suspended:
+        raise TypeError(f"{read!r} must be awaited or run with 'yield from', not yielded")
+    return 0
+
+
+cdef inline Py_ssize_t checked_size(object size, str what) except -1:
+    """A size above zero; the pure check raises the error for anything else."""
+    cdef Py_ssize_t value = aioc_positive_size(size)
+    return value if value > 0 else _streams.check_size(size, what)
 
 
 cdef StreamRead new_stream_read(Stream stream, int kind, Py_ssize_t size, bytes separator):
@@ -208,6 +249,7 @@ cdef StreamRead new_stream_read(Stream stream, int kind, Py_ssize_t size, bytes 
     read.size = size
     read.separator = separator
     read.searched = 0
+    read.suspended = False
     return read
 
 
@@ -221,6 +263,7 @@ cdef object step_stream_read(object obj):
     cdef StreamBuffer buffer = stream._buffer
     cdef Py_ssize_t available = buffer.end - buffer.start
     cdef Py_ssize_t end, index, width
+    read.suspended = False
     if read.kind == STREAM_READ:
         if available or stream._eof:
             return buffer.take_bytes(min(read.size, available))
@@ -245,6 +288,7 @@ cdef object step_stream_read(object obj):
         read.searched = max(0, end - width + 1)
     if stream._closed:
         raise OSError(EBADF, "the stream is closed")
+    read.suspended = True
     return read
 
 
