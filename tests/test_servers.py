@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import logging
 import os
 import shutil
 import socket
@@ -294,7 +295,8 @@ def test_connections_accepted_as_the_server_is_cancelled_are_closed(loop, runner
 # -- TLS ---------------------------------------------------------------------------------
 
 
-def test_tls_server_survives_garbage_and_a_stalled_handshake(loop, runner, server_context, client_context):
+def test_tls_server_survives_garbage_and_a_stalled_handshake(loop, runner, server_context, client_context, caplog):
+    caplog.set_level(logging.DEBUG, logger="aioc")
     sock = aioc.tcp_listener("127.0.0.1", 0)
     port = sock.getsockname()[1]
 
@@ -317,6 +319,9 @@ def test_tls_server_survives_garbage_and_a_stalled_handshake(loop, runner, serve
         return reply, stalled_end
 
     assert runner.complete(main()) == (b"over tls\n", b"")
+    failures = [record.getMessage() for record in caplog.records if "TLS handshake with 127.0.0.1:" in record.getMessage()]
+    assert len(failures) == 2
+    assert any("SSLError" in message for message in failures) and any("TimeoutError" in message for message in failures)
 
 
 def test_tls_handshake_counts_against_max_connections(loop, runner, server_context, client_context):
@@ -399,6 +404,10 @@ def test_bad_arguments(loop, runner):
             yield from aioc.serve_tcp(echo_lines, sock=aioc.tcp_listener("127.0.0.1", 0), max_connections=0)
         with pytest.raises(TypeError):
             yield from aioc.serve_unix(echo_lines)
+        listener = aioc.tcp_listener("127.0.0.1", 0)
+        with pytest.raises(TypeError):
+            yield from aioc.serve_tcp(echo_lines, sock=listener, ssl=True)  # a server needs its certificate
+        assert listener.fileno() == -1  # the server owned it, and closed it
 
     runner.complete(main())
 
@@ -425,3 +434,100 @@ def test_closing_the_loop_under_a_running_server_closes_every_socket(aio, backen
     for conn in raw:
         conn.close()
     assert open_fds() == before
+
+
+def test_reuse_port_lets_two_servers_share_a_port(loop, runner):
+    first = aioc.tcp_listener("127.0.0.1", 0, reuse_port=True)
+    port = first.getsockname()[1]
+
+    def main() -> Any:
+        a = yield aioc.Spawn(aioc.serve_tcp(echo_lines, sock=first))
+        b = yield aioc.Spawn(aioc.serve_tcp(echo_lines, "127.0.0.1", port, reuse_port=True))
+        yield aioc.Sleep(0.01)
+        stream = yield from aioc.open_tcp("127.0.0.1", port)
+        reply = yield from talk(stream, b"either\n")
+        yield from stream.close()
+        both_running = not a.done() and not b.done()
+        yield from stop(a)
+        yield from stop(b)
+        return reply, both_running
+
+    assert runner.complete(main()) == (b"either\n", True)
+
+
+def test_serve_tcp_resolves_a_host_name(loop, runner):
+    probe = aioc.tcp_listener("127.0.0.1", 0)
+    port = probe.getsockname()[1]
+    probe.close()
+
+    def main() -> Any:
+        server = yield aioc.Spawn(aioc.serve_tcp(echo_lines, "localhost", port))  # resolved in a worker thread
+        for _ in range(200):
+            try:
+                stream = yield from aioc.open_tcp("localhost", port)
+                break
+            except ConnectionRefusedError:
+                yield aioc.Sleep(0.01)
+        reply = yield from talk(stream, b"by name\n")
+        yield from stream.close()
+        yield from stop(server)
+        return reply
+
+    assert runner.complete(main()) == b"by name\n"
+
+
+def test_fifty_tls_clients_at_once(loop, runner, server_context, client_context):
+    sock = aioc.tcp_listener("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+
+    def client(i: int) -> Any:
+        stream = yield from aioc.open_tcp("127.0.0.1", port, ssl=client_context)
+        replies = []
+        for j in range(10):
+            replies.append((yield from talk(stream, b"%d.%d\n" % (i, j))))
+        yield from stream.close()
+        return replies == [b"%d.%d\n" % (i, j) for j in range(10)]
+
+    def main() -> Any:
+        before = open_fds()
+        server = yield aioc.Spawn(aioc.serve_tcp(echo_lines, sock=sock, ssl=server_context, max_connections=20))
+        group = aioc.TaskGroup()
+        for i in range(50):
+            yield from group.spawn(client(i))
+        results = yield from group.join()
+        yield from stop(server)
+        return results, open_fds() - before
+
+    results, leaked = runner.complete(main(), limit=30)
+    assert results == [True] * 50 and leaked == -1  # the listening socket, made before, is closed too
+
+
+def test_a_second_cancel_during_shutdown_still_closes_everything(loop, runner):
+    cleaned = []
+
+    def handler(stream: aioc.Stream) -> Any:
+        try:
+            yield from stream.read()
+        finally:
+            cleaned.append(stream)
+
+    def main() -> Any:
+        before = open_fds()
+        sock = aioc.tcp_listener("127.0.0.1", 0)
+        port = sock.getsockname()[1]
+        server = yield aioc.Spawn(aioc.serve_tcp(handler, sock=sock))
+        clients = []
+        for _ in range(3):
+            clients.append((yield from aioc.open_tcp("127.0.0.1", port)))
+        yield from wait_until(lambda: sum(t.name.startswith("connection") for t in loop.tasks()) == 3)
+        for _ in range(4):  # cancels landing at every step of the shutdown
+            server.cancel()
+            yield aioc.Sleep(0)
+        yield from wait_until(server.done)
+        for stream in clients:
+            assert (yield from stream.read()) == b""
+            yield from stream.close()
+        return before
+
+    before = runner.complete(main())
+    assert len(cleaned) == 3 and open_fds() == before

@@ -23,9 +23,9 @@ from collections.abc import Generator
 from typing import Any, Union
 
 from .events import ConnectEvent, timeout_after
-from .streams import Stream, make_stream
+from .streams import Stream
 from .threads import getaddrinfo
-from .tls import DEFAULT_HANDSHAKE_TIMEOUT, start_tls
+from .tls import DEFAULT_HANDSHAKE_TIMEOUT, new_stream, start_tls
 
 __all__ = ["open_tcp", "open_unix"]
 
@@ -125,7 +125,7 @@ def _stream_over(
     sock: socket.socket, context: _ssl.SSLContext | None, server_hostname: str | None
 ) -> Generator[Any, Any, Stream]:
     if context is None:
-        return make_stream(sock)
+        return new_stream(sock)
     try:
         return (yield from start_tls(
             sock, context, server_side=False, server_hostname=server_hostname,

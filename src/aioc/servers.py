@@ -42,10 +42,10 @@ from typing import Any
 
 from ._constants import ACCEPT_BACKOFF_ERRNOS
 from .events import Event, accept_backoff
-from .streams import CloseSocket, Stream, make_stream
+from .streams import CloseSocket, Stream
 from .sync import Semaphore
 from .threads import getaddrinfo
-from .tls import DEFAULT_HANDSHAKE_TIMEOUT, handshake
+from .tls import DEFAULT_HANDSHAKE_TIMEOUT, handshake, new_stream
 
 __all__ = ["serve_tcp", "serve_unix", "tcp_listener", "unix_listener"]
 
@@ -205,6 +205,11 @@ def serve_unix(
         yield from _serve(sock, handler, ssl, max_connections, handshake_timeout)
 
 
+def _check_server_context(context: object) -> None:
+    if context is not None and not isinstance(context, _ssl.SSLContext):
+        raise TypeError(f"ssl must be a server-side ssl.SSLContext or None, got {type(context).__name__}")
+
+
 @types.coroutine
 def _resolve_and_listen(host: str | None, port: int, backlog: int, reuse_port: bool) -> Generator[Any, Any, socket.socket]:
     if host is None or host == "":
@@ -336,6 +341,7 @@ def _serve(
     handshake_timeout: float | None,
 ) -> Generator[Any, Any, None]:
     try:
+        _check_server_context(context)
         if listener.getblocking():
             listener.setblocking(False)
         loop = yield _Here()
@@ -368,9 +374,11 @@ def _serve(
         raise
     finally:
         if listener.fileno() >= 0:
-            yield CloseSocket(listener)  # no new connection from here on
-            connections.close_accepted()
-            yield from connections.cancel_all()
+            try:
+                yield CloseSocket(listener)  # no new connection from here on
+            finally:  # even if a second cancel lands right here
+                connections.close_accepted()
+                yield from connections.cancel_all()
 
 
 class _Slot:
@@ -396,14 +404,14 @@ def _serve_connection(
     loop_closing = False
     try:
         if context is None:
-            stream = make_stream(conn)
+            stream = new_stream(conn)
         else:
             try:
                 layer = yield from handshake(conn, context, server_side=True, handshake_timeout=handshake_timeout)
             except (_ssl.SSLError, OSError) as exc:  # TimeoutError is an OSError
                 logger.debug("TLS handshake with %s failed: %r", _describe(address), exc)
                 return
-            stream = make_stream(conn, tls=layer)
+            stream = new_stream(conn, tls=layer)
         yield from handler(stream)
     except GeneratorExit:
         loop_closing = True  # nothing may wait now

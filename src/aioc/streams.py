@@ -247,18 +247,6 @@ class CloseSocket:
         raise NotImplementedError
 
 
-def make_stream(sock: socket.socket, *, tls: Any = None) -> Stream:
-    """``aioc.Stream(sock, tls=tls)``: the compiled twin when the compiled loop is in use.
-
-    What servers, clients and ``start_tls`` hand out, so that their streams
-    are ``aioc.Stream`` instances whichever loop ``import aioc`` chose.
-    """
-    from ._loop import implementation  # not at the top: the compiled loop imports this module
-
-    stream: Stream = getattr(implementation, "Stream", Stream)(sock, tls=tls)
-    return stream
-
-
 def check_size(value: object, what: str) -> int:
     """A byte count that must be an int above zero."""
     if isinstance(value, bool) or not isinstance(value, int):

@@ -55,12 +55,13 @@ from __future__ import annotations
 import socket
 import ssl
 import types
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any, Union
 
-from .events import _DONTWAIT, DEFAULT_READ_SIZE, Event, SendAll, check_nbytes, timeout_after
+from .events import _DONTWAIT, DEFAULT_READ_SIZE, Event, check_nbytes, timeout_after
+from ._loop import implementation
 from .scopes import ignore_after
-from .streams import Stream, make_stream
+from .streams import Stream
 from .sync import Lock
 
 __all__ = ["TLSLayer", "start_tls", "handshake", "DEFAULT_HANDSHAKE_TIMEOUT", "CLOSE_TIMEOUT"]
@@ -81,6 +82,13 @@ _WRITE_CHUNK = 256 * 1024
 # Plaintext asked of one SSLObject.read: a TLS record carries at most 16 KiB,
 # and SSLObject.read allocates what it is asked for before it shrinks it.
 _RECORD_SIZE = 16 * 1024
+
+# The loop's own SendAll: the compiled loop runs its twin's sends in C.
+SendAll = implementation.SendAll
+
+#: Makes the streams the runtime hands out, as ``aioc.Stream`` does: the
+#: compiled twin when the compiled loop is in use (it reads raw sockets in C).
+new_stream: Callable[..., Stream] = getattr(implementation, "Stream", Stream)
 
 
 class _ReceiveCiphertext(Event):
@@ -224,23 +232,28 @@ class TLSLayer:
         check_nbytes(max_bytes)
         if self._peer_done:
             return b""
-        sslobj = self._sslobj
+        sslobj, incoming = self._sslobj, self._incoming
         chunks: list[bytes] = []
         total = 0
         while total < max_bytes:
-            try:
-                chunk = sslobj.read(min(max_bytes - total, _RECORD_SIZE))
-            except ssl.SSLWantReadError:
+            chunk: bytes | None = None  # None: nothing to hand out without more ciphertext
+            # With nothing buffered a read could only say "want read": its exception is spared.
+            if sslobj.pending() or incoming.pending or self._eof_received:
+                try:
+                    chunk = sslobj.read(min(max_bytes - total, _RECORD_SIZE))
+                except ssl.SSLWantReadError:
+                    pass  # part of a record, or a handshake message
+                except ssl.SSLZeroReturnError:
+                    chunk = b""  # close_notify, after we sent ours
+                except ssl.SSLEOFError:
+                    chunk = b""  # the connection ended without close_notify: a clean end (see above)
+                    self.ragged_eof = True
+            if chunk is None:
                 if total:
                     break  # hand out what is there rather than wait with it
                 yield from self._flush()
                 yield from self._fill()
                 continue
-            except ssl.SSLZeroReturnError:
-                chunk = b""  # close_notify, after we sent ours
-            except ssl.SSLEOFError:
-                chunk = b""  # the connection ended without close_notify: a clean end (see above)
-                self.ragged_eof = True
             if not chunk:
                 self._peer_done = True
                 break
@@ -386,4 +399,4 @@ def start_tls(
     layer = yield from handshake(
         sock, context, server_side=server_side, server_hostname=server_hostname, handshake_timeout=handshake_timeout
     )
-    return make_stream(sock, tls=layer)
+    return new_stream(sock, tls=layer)
