@@ -92,6 +92,11 @@ def supervise(port: int) -> Iterator:
         supervisor.kill()
 
 
+def process_state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0]
+
+
 def parent_of(pid: int) -> int:
     with open(f"/proc/{pid}/stat") as stat:
         return int(stat.read().rsplit(")", 1)[1].split()[1])
@@ -191,3 +196,23 @@ def test_a_worker_that_always_crashes_makes_the_supervisor_give_up(supervise):
 def test_bad_arguments_are_refused_before_any_fork(kwargs, message):
     with pytest.raises(ValueError, match=message):
         aioc.run_workers(lambda: None, **kwargs)
+
+
+def test_in_process_run_leaves_other_children_and_the_signal_mask_alone():
+    """run_workers reaps only its workers, and puts the signal mask back."""
+    bystander = subprocess.Popen(["true"])
+    limit = time.monotonic() + DEADLINE
+    while process_state(bystander.pid) != "Z":  # ended, not reaped: what a careless waitpid takes
+        assert time.monotonic() < limit
+        time.sleep(0.01)
+    mask_before = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+
+    def main():
+        os.kill(os.getppid(), signal.SIGTERM)  # the worker asks its supervisor to stop
+        yield aioc.Sleep(0)
+
+    assert aioc.run_workers(main, workers=1, grace=5.0) == 0
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == mask_before
+    pid, status = os.waitpid(bystander.pid, 0)  # still ours to reap
+    assert pid == bystander.pid and os.waitstatus_to_exitcode(status) == 0
+    bystander.returncode = 0

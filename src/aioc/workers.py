@@ -190,15 +190,11 @@ class _Supervisor:
         logger.info("worker %d started (pid %d)", slot.index, pid)
 
     def reap(self) -> None:
-        while self.live():
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            slot = next((slot for slot in self.slots if slot.pid == pid), None)
-            if slot is not None:
+        """Collect the workers that have ended.  Each by its pid: other
+        children of this process (a subprocess of the caller's) are not ours."""
+        for slot in self.live():
+            pid, status = os.waitpid(slot.pid, os.WNOHANG)
+            if pid:
                 slot.pid = 0
                 self.exited(slot, pid, os.waitstatus_to_exitcode(status))
 
