@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import socket
 from typing import Any
@@ -108,6 +109,17 @@ def test_a_link_local_sender_has_its_scope_id(aio, runner, sockets):
 
     assert runner.complete(main()) == expected
     assert expected[1][3] == index
+
+
+def test_a_named_tuple_address_is_a_tuple(aio, runner, sockets):
+    server, client = udp_socket(sockets), udp_socket(sockets)
+    Address = collections.namedtuple("Address", "host port")
+
+    def main():
+        yield aio.SendTo(client, b"named", Address(*server.getsockname()))
+        return (yield aio.RecvFrom(server))[0]
+
+    assert runner.complete(main()) == b"named"
 
 
 def test_a_host_name_is_resolved_by_the_socket_module(aio, runner, sockets):

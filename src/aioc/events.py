@@ -154,16 +154,16 @@ def check_address(sock: Any, address: object) -> Any:
 
     AF_INET: ``(host, port)``; AF_INET6: ``(host, port[, flowinfo[,
     scope_id]])``, the host a str and the numbers ints; AF_UNIX: a path (str
-    or bytes).  Other families are left to ``sendto``.  Checked
-    here so that a wrong shape fails where the event is made, with a message
-    that says what was expected.
+    or bytes).  Other families are left to ``sendto``.  Checked here so that
+    a wrong shape fails where the event is made, with a message that says
+    what was expected.
     """
     family = getattr(sock, "family", None)
     if family == socket.AF_INET or family == socket.AF_INET6:
         name = "AF_INET" if family == socket.AF_INET else "AF_INET6"
         shape = "(host, port)" if family == socket.AF_INET else "(host, port[, flowinfo[, scope_id]])"
         sizes = (2,) if family == socket.AF_INET else (2, 3, 4)
-        if type(address) is not tuple or len(address) not in sizes:
+        if not isinstance(address, tuple) or len(address) not in sizes:
             raise TypeError(f"address for an {name} socket must be a tuple {shape}, got {address!r}")
         if not isinstance(address[0], str) or not all(_is_int(number) for number in address[1:]):
             raise TypeError(f"address for an {name} socket must be a tuple {shape} of a str and ints, got {address!r}")
