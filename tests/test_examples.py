@@ -110,8 +110,12 @@ def run_example() -> Iterator[Callable[..., Example]]:
         example.kill()
 
 
-def run(*command: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(command, input=input, capture_output=True, text=True, timeout=DEADLINE)
+#: Bound on a load generator's run: a slow build (sanitizers) may need it.
+LOAD_DEADLINE = 45.0
+
+
+def run(*command: str, input: str | None = None, timeout: float = DEADLINE) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, input=input, capture_output=True, text=True, timeout=timeout)
 
 
 class LineClient:
@@ -157,7 +161,7 @@ def test_http_server_with_curl(run_example):
 def test_http_server_under_wrk(run_example):
     wrk = client("wrk")
     server = run_example("http_server.py")
-    result = run(wrk, "-t1", "-c10", "-d2s", f"http://127.0.0.1:{server.listening_port()}/")
+    result = run(wrk, "-t1", "-c10", "-d2s", f"http://127.0.0.1:{server.listening_port()}/", timeout=LOAD_DEADLINE)
     assert result.returncode == 0, result.stderr
     requests = re.search(r"(\d+) requests in", result.stdout)
     assert requests and int(requests.group(1)) > 0, result.stdout
@@ -202,7 +206,8 @@ def test_redis_server_under_redis_benchmark(run_example):
     benchmark, cli = client("redis-benchmark"), client("redis-cli")
     server = run_example("redis_server.py")
     port = str(server.listening_port())
-    result = run(benchmark, "-p", port, "-t", "ping,set,get,incr", "-P", "16", "-n", "20000", "-q")
+    result = run(benchmark, "-p", port, "-t", "ping,set,get,incr", "-P", "16", "-n", "20000", "-q",
+                 timeout=LOAD_DEADLINE)
     assert result.returncode == 0, result.stderr
     output = result.stdout.replace("\r", "\n")
     for test in ("PING_INLINE", "PING_MBULK", "SET", "GET", "INCR"):
