@@ -12,6 +12,9 @@ waits for are signals.  It blocks SIGCHLD, SIGTERM and SIGINT and takes them
 synchronously with ``signal.sigtimedwait``, which leaves no window between a
 check and a wait for a signal to slip through, and runs no handler at an
 awkward moment.  Each worker is forked with the original signal mask back.
+The mask is the calling thread's: call ``run_workers`` from the main thread
+of a process that runs no other threads, or one of those would take the
+signals (a thread pool used before, say).
 
 The policy:
 
