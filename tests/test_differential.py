@@ -4,8 +4,8 @@ A program is a tree of tasks, each a list of operations drawn from a seeded
 random generator: Sleep(0), spawns, joins, cancels, socketpair writes and
 reads, exceptions raised and caught, and the structured operations listed in
 ``OPERATIONS`` (task groups in both forms, ``shield``, ``ignore_after`` and
-``timeout_after``, and the primitives of aioc.sync and aioc.queues shared by
-all the tasks of a program).  Without timers every interleaving is
+``timeout_after``, the primitives of aioc.sync and aioc.queues and UDP
+sockets shared by all the tasks of a program).  Without timers every interleaving is
 fixed by the loop's rules alone (snapshots of the ready queue, polls between
 them), so the whole ordered trace must match.  With short timers the order
 across tasks depends on the clock, so each task's own trace is compared.
@@ -510,6 +510,35 @@ def sync_nested(op: tuple) -> list[list[tuple]]:
     return [op[2]] if op[0] in HOLDING else []
 
 
+# -- datagrams ---------------------------------------------------------------
+#
+# A few UDP sockets on 127.0.0.1, shared by the tasks of a program: a task
+# sends a datagram to one of them (SendTo) and receives one from it
+# (RecvFrom), itself or in a child it spawned first, so that the receive
+# waits.  Another task may take the datagram first, which the loop's rules
+# fix; a receive that finds none ends after STUCK.  Addresses are noted as
+# whether they are the socket's own (ports differ between runs).
+
+DATAGRAM_SOCKETS = 2
+
+
+def make_datagram(rng: random.Random, depth: int, timers: bool) -> tuple:
+    return ("datagram", rng.randrange(DATAGRAM_SOCKETS), rng.randbytes(rng.randint(0, 32)),
+            rng.choice(("send_first", "receiver_first")))
+
+
+def run_datagram(interp: Interpreter, op: tuple, label: str, children: list) -> Generator[Any, Any, None]:
+    _, index, payload, order = op
+    aio, sock = interp.aio, interp.datagram_sockets[index]
+    if order == "receiver_first":
+        child_label = interp.new_label(label, "d")
+        children.append((yield aio.Spawn(interp.receive_datagram(sock, child_label))))
+        yield aio.Sleep(0)
+    interp.note(label, "sent datagram", (yield aio.SendTo(sock, payload, sock.getsockname())))
+    if order == "send_first":
+        yield from interp.receive_datagram(sock, label)
+
+
 OPERATIONS: list[Operation] = [
     Operation("group", 0.4, False, make_group, run_group, lambda op: op[1], lambda op: f"group/{op[2]}"),
     *(
@@ -522,6 +551,7 @@ OPERATIONS: list[Operation] = [
     Operation("queue", 0.8, False, make_queue, run_queue, sync_nested, sync_variant),
     Operation("pair", 2.0, False, make_pair, run_pair, lambda op: [op[3], op[4]],
               lambda op: (f"pair/{op[1]}", f"pair/cancel/{op[2]}")),
+    Operation("datagram", 0.5, False, make_datagram, run_datagram, lambda op: [], lambda op: f"datagram/{op[3]}"),
 ]
 OPERATION_BY_NAME = {operation.name: operation for operation in OPERATIONS}
 
@@ -574,6 +604,12 @@ class Interpreter:
             a.setblocking(False)
             b.setblocking(False)
             self.pairs.append((a, b))
+        self.datagram_sockets = []
+        for _ in range(DATAGRAM_SOCKETS):
+            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            udp.bind(("127.0.0.1", 0))
+            udp.setblocking(False)
+            self.datagram_sockets.append(udp)
         # The shared primitives of this run (see "shared primitives" above);
         # the compiled loop's run uses its twins of Lock and Queue.
         lock_type, queue_type = getattr(aio, "Lock", Lock), getattr(aio, "Queue", Queue)
@@ -635,6 +671,8 @@ class Interpreter:
         for a, b in self.pairs:
             a.close()
             b.close()
+        for udp in self.datagram_sockets:
+            udp.close()
 
     def note(self, label: str, *what: Any) -> None:
         self.trace.append((label, *what))
@@ -719,6 +757,15 @@ class Interpreter:
             raise
         return label
 
+    def receive_datagram(self, sock: socket.socket, label: str):
+        try:
+            data, address = yield self.aio.Timeout(self.aio.RecvFrom(sock, 64), STUCK)
+        except (self.aio.ResourceBusy, TimeoutError) as exc:
+            self.note(label, "datagram failed", type(exc).__name__)
+        else:
+            self.note(label, "datagram", data, address == sock.getsockname())
+        return label
+
     def run(self, program: list[tuple]) -> list[tuple]:
         self.loop.set_exception_handler(lambda loop, context: None)
         self.loop.call_soon(self.task(program, "main"))
@@ -793,6 +840,7 @@ def test_programs_exercise_every_operation() -> None:
     variants |= {f"queue/{mode}" for mode in QUEUE_MODES}
     variants |= {bound_variant(bound) for bound in BOUNDS}
     variants |= {f"pair/{kind}" for kind in PAIR_KINDS} | {f"pair/cancel/{c}" for c in (None, "before", "after")}
+    variants |= {"datagram/send_first", "datagram/receiver_first"}
     assert seen >= core | structured | variants, sorted((core | structured | variants) - seen)
 
     timed: set[str] = set()

@@ -7,7 +7,9 @@ backend, and compares what the programs observe.  The inputs:
 - values written into event fields after construction (``ReadEvent.nbytes``,
   ``SendAll.sent``, ``SendAll.data``, ``Sleep.seconds``, ``Timeout.deadline``):
   negative, huge, NaN, infinite and wrong-typed ones, then yielded on real
-  socketpairs, before or while a task waits on the event;
+  socketpairs, before or while a task waits on the event
+  (``RecvFrom.max_bytes`` and ``SendTo.data`` are checked on assignment
+  only);
 - one event awaited by several tasks (``yield ev``, ``yield from ev``,
   ``await ev``), or twice by one task;
 - cancels at random points, sockets closed behind their waiters (``close()``
@@ -583,6 +585,10 @@ def hostile_values() -> st.SearchStrategy[Any]:
 # -- field assignment: the rule ------------------------------------------------------------
 
 FIELDS = ("ReadEvent.nbytes", "SendAll.sent", "SendAll.data", "Sleep.seconds", "Timeout.deadline")
+#: Fields held to the same rule, fuzzed by assignment only.
+DATAGRAM_FIELDS = ("RecvFrom.max_bytes", "SendTo.data")
+#: What a datagram event made on a Unix socketpair is given as its address.
+UNIX_ADDRESS = "unused"
 UNSPECIFIED = "unspecified"
 
 
@@ -595,7 +601,7 @@ def required_error(field: str, value: Any) -> type[Exception] | str | None:
     sent, and counts beyond sys.maxsize, which no buffer can hold; for
     those only the constructor and the other loop are the reference.
     """
-    if field == "ReadEvent.nbytes":
+    if field in ("ReadEvent.nbytes", "RecvFrom.max_bytes"):
         if isinstance(value, bool) or not isinstance(value, int):
             return TypeError
         return ValueError if value <= 0 else UNSPECIFIED if value > sys.maxsize else None
@@ -605,7 +611,7 @@ def required_error(field: str, value: Any) -> type[Exception] | str | None:
         if not isinstance(value, int):
             return TypeError
         return ValueError if value < 0 else UNSPECIFIED if value > sys.maxsize else None
-    if field == "SendAll.data":
+    if field in ("SendAll.data", "SendTo.data"):
         try:
             memoryview(value).cast("B")
         except (TypeError, ValueError) as exc:
@@ -624,6 +630,10 @@ def constructed(aio: Any, field: str, value: Any, sock: socket.socket) -> str | 
             aio.ReadEvent(sock, value)
         elif field == "SendAll.data":
             aio.SendAll(sock, value)
+        elif field == "RecvFrom.max_bytes":
+            aio.RecvFrom(sock, value)
+        elif field == "SendTo.data":
+            aio.SendTo(sock, value, UNIX_ADDRESS)
         elif field == "Sleep.seconds":
             aio.Sleep(value)
         elif field == "Timeout.deadline":
@@ -638,6 +648,10 @@ def fresh_event(aio: Any, field: str, sock: socket.socket) -> Any:
         return aio.ReadEvent(sock, 10)
     if field.startswith("SendAll."):
         return aio.SendAll(sock, b"data")
+    if field == "RecvFrom.max_bytes":
+        return aio.RecvFrom(sock, 10)
+    if field == "SendTo.data":
+        return aio.SendTo(sock, b"data", UNIX_ADDRESS)
     if field == "Sleep.seconds":
         return aio.Sleep(1.0)
     return aio.Timeout(aio.Sleep(1.0), 1.0)
@@ -653,7 +667,7 @@ def assign(event: Any, field: str, value: Any) -> str | None:
 
 
 def stored_as_given(field: str, stored: Any, value: Any) -> bool:
-    if field == "SendAll.data":
+    if field in ("SendAll.data", "SendTo.data"):
         return memoryview(stored).tobytes() == memoryview(value).tobytes()
     if field in ("Sleep.seconds", "Timeout.deadline"):
         return float(stored) == float(value)
@@ -669,7 +683,7 @@ def assignment_outcome(aio: Any, field: str, value: Any, sock: socket.socket) ->
     return raised, stored_as_given(field, getattr(event, field.split(".")[1]), make_value(value))
 
 
-@pytest.mark.parametrize("field", FIELDS)
+@pytest.mark.parametrize("field", FIELDS + DATAGRAM_FIELDS)
 @fuzz_settings(ci_examples=150)
 @given(value=hostile_values())
 def test_field_assignment_follows_the_constructor_rules(field: str, value: Any) -> None:

@@ -33,6 +33,9 @@ TOOLS_PYTHON=${SUPPORTED_PYTHONS[-1]}
 # The programs a wheel's tests may run besides Python, offered where no
 # compiler is reachable.
 NOCC_TOOLS=(sh env)
+# The clients tests/test_examples.py drives the examples with, offered too
+# when installed (without them those tests skip, unless CI=true).
+NOCC_CLIENTS=(curl wrk redis-cli redis-benchmark openssl)
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/aioc-release.XXXXXX")"
 on_exit() {
@@ -165,6 +168,11 @@ make_nocc_bin() {
     mkdir -p "$WORK/nocc-bin"
     for tool in "${NOCC_TOOLS[@]}"; do
         ln -s "$(command -v "$tool")" "$WORK/nocc-bin/$tool"
+    done
+    for tool in "${NOCC_CLIENTS[@]}"; do
+        if command -v "$tool" >/dev/null; then
+            ln -s "$(command -v "$tool")" "$WORK/nocc-bin/$tool"
+        fi
     done
 }
 

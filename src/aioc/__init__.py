@@ -19,7 +19,7 @@ else:
     globals().update({name: getattr(_impl, name) for name in _impl.__all__})
 
 # The runtime above the loop: pure Python on the contract, shared by both loops.
-from . import clients, queues, scopes, servers, signals, streams, sync, taskgroups, threads, tls
+from . import clients, queues, scopes, servers, signals, streams, sync, taskgroups, threads, tls, workers
 from .clients import *  # noqa: F403
 from .queues import *  # noqa: F403
 from .scopes import *  # noqa: F403
@@ -33,6 +33,7 @@ if not TYPE_CHECKING:
 from .sync import *  # noqa: F403
 from .taskgroups import *  # noqa: F403
 from .threads import *  # noqa: F403
+from .workers import *  # noqa: F403
 from ._version import __version__ as __version__
 
 if IMPLEMENTATION == "compiled" and not TYPE_CHECKING:
@@ -49,6 +50,7 @@ __all__ = [
     *queues.__all__,
     *threads.__all__,
     *signals.__all__,
+    *workers.__all__,
     *streams.__all__,
     *servers.__all__,
     *clients.__all__,

@@ -268,6 +268,17 @@ cdef class ConnectEvent(BuiltinEvent):
     cdef public object sock
     cdef public object address
 
+cdef class RecvFrom:
+    cdef bint suspended
+    cdef public object sock
+    cdef readonly Py_ssize_t _max_bytes
+
+cdef class SendTo:
+    cdef bint suspended
+    cdef public object sock
+    cdef readonly object _data
+    cdef readonly object _address
+
 cdef class Sleep:
     cdef bint suspended
     cdef readonly double _seconds

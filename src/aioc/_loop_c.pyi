@@ -138,6 +138,20 @@ class ConnectEvent(BuiltinEvent):
     address: Any
     def __init__(self, sock: socket.socket, address: Any) -> None: ...
 
+class RecvFrom(_AwaitableEvent):
+    sock: socket.socket
+    max_bytes: int
+    def __init__(self, sock: socket.socket, max_bytes: int = ...) -> None: ...
+
+class SendTo(_AwaitableEvent):
+    sock: socket.socket
+    @property
+    def data(self) -> bytes | memoryview: ...
+    @data.setter
+    def data(self, data: ReadableBuffer) -> None: ...
+    address: Any
+    def __init__(self, sock: socket.socket, data: ReadableBuffer, address: Any) -> None: ...
+
 class Sleep(_AwaitableEvent):
     seconds: float
     def __init__(self, seconds: float) -> None: ...

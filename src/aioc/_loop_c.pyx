@@ -55,6 +55,7 @@ from aioc.events import (
     Timeout,
     accept_backoff,
     as_send_buffer,
+    check_address,
     check_nbytes,
     check_seconds,
     check_sent,
@@ -116,6 +117,8 @@ cdef extern from "sys/socket.h" nogil:
         unsigned short ss_family
     ssize_t recv(int fd, void *buf, size_t n, int flags)
     ssize_t send(int fd, const void *buf, size_t n, int flags)
+    ssize_t recvfrom(int fd, void *buf, size_t n, int flags, sockaddr *address, socklen_t *length)
+    ssize_t sendto(int fd, const void *buf, size_t n, int flags, const sockaddr *address, socklen_t length)
     int accept4(int fd, sockaddr *address, socklen_t *length, int flags)
     enum:
         MSG_DONTWAIT
@@ -145,6 +148,7 @@ cdef extern from "_compiled/aioc.h":
     int aioc_socket_proto(object sock)
     PyObject *aioc_weakref_target(PyObject *ref)
     object aioc_inet_address(const sockaddr_storage *address)
+    int aioc_inet_sockaddr(object address, int family, sockaddr_storage *out, socklen_t *length)
     Py_ssize_t aioc_positive_size(object o)
     int aioc_make_awaitable(object type, object raise_thrown, object await_shared) except -1
     int aioc_make_completed(object type) except -1
@@ -699,6 +703,10 @@ cdef class EventLoop:
             return send_all(self, <SendAll>event, task)
         if kind is StreamRead and (<StreamRead>event).suspended and rewait_read(self, (<StreamRead>event).stream._sock, event, task):
             return 0
+        if kind is RecvFrom and rewait_read(self, (<RecvFrom>event).sock, event, task):
+            return 0
+        if kind is SendTo:
+            return send_to(self, <SendTo>event, task, False)
         return self.yield_guarded(event, task)
 
     cdef int yield_guarded(self, object event, Task task) except -1:
@@ -724,6 +732,9 @@ cdef class EventLoop:
             elif kind is StreamRead:
                 check_driven(<StreamRead>event)
                 sock = (<StreamRead>event).stream._sock
+                self.wait_io(socket_fd(sock), False, event, task, sock)
+            elif kind is RecvFrom:
+                sock = (<RecvFrom>event).sock
                 self.wait_io(socket_fd(sock), False, event, task, sock)
             else:
                 method = getattr(event, "_yield", None)
@@ -751,6 +762,10 @@ cdef class EventLoop:
             return accept_for(self, <AcceptEvent>event, task)
         if kind is StreamRead and is_socket((<StreamRead>event).stream._sock):
             return stream_receive_for(self, <StreamRead>event, task)
+        if kind is RecvFrom and (<RecvFrom>event)._max_bytes <= READ_BUFFER_SIZE and is_inet_socket((<RecvFrom>event).sock):
+            return recvfrom_for(self, <RecvFrom>event, task)
+        if kind is SendTo:
+            return send_to(self, <SendTo>event, task, True)
         return self.resume_guarded(event, task)
 
     cdef int resume_guarded(self, object event, Task task) except -1:

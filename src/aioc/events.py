@@ -8,7 +8,8 @@ these two methods; subclassing :class:`Event` is optional.
 This module is the pure-Python specification of the built-in events; the
 compiled loop ships twins of them with identical behaviour.  Fields that the
 compiled loop reads from C (``ReadEvent.nbytes``, ``SendAll.data`` and
-``SendAll.sent``, ``Sleep.seconds``, ``Timeout.deadline``) are checked when
+``SendAll.sent``, ``RecvFrom.max_bytes``, ``SendTo.data`` and
+``SendTo.address``, ``Sleep.seconds``, ``Timeout.deadline``) are checked when
 they are assigned, exactly as the constructor checks them.
 """
 
@@ -41,6 +42,8 @@ __all__ = [
     "SendAll",
     "AcceptEvent",
     "ConnectEvent",
+    "RecvFrom",
+    "SendTo",
     "Sleep",
     "Spawn",
     "Join",
@@ -107,12 +110,12 @@ class Event(metaclass=abc.ABCMeta):
     __iter__ = __await__
 
 
-def check_nbytes(nbytes: object) -> int:
+def check_nbytes(nbytes: object, what: str = "nbytes") -> int:
     """A ``recv`` size: an int above zero."""
     if isinstance(nbytes, bool) or not isinstance(nbytes, int):
-        raise TypeError(f"nbytes must be an int, got {type(nbytes).__name__}")
+        raise TypeError(f"{what} must be an int, got {type(nbytes).__name__}")
     if not 0 < nbytes <= sys.maxsize:
-        raise ValueError(f"nbytes must be between 1 and {sys.maxsize}, got {nbytes}")
+        raise ValueError(f"{what} must be between 1 and {sys.maxsize}, got {nbytes}")
     return nbytes
 
 
@@ -140,6 +143,36 @@ def as_send_buffer(data: object) -> bytes | memoryview:
     if type(data) is bytes:
         return data
     return memoryview(data).cast("B")  # type: ignore[arg-type]  # raises TypeError if not bytes-like
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_address(sock: Any, address: object) -> Any:
+    """A datagram's destination, in the shape ``sock``'s family takes.
+
+    AF_INET: ``(host, port)``; AF_INET6: ``(host, port[, flowinfo[,
+    scope_id]])``, the host a str and the numbers ints; AF_UNIX: a path (str
+    or bytes).  Other families are left to ``sendto``.  Checked here so that
+    a wrong shape fails where the event is made, with a message that says
+    what was expected.
+    """
+    family = getattr(sock, "family", None)
+    if family == socket.AF_INET or family == socket.AF_INET6:
+        name = "AF_INET" if family == socket.AF_INET else "AF_INET6"
+        shape = "(host, port)" if family == socket.AF_INET else "(host, port[, flowinfo[, scope_id]])"
+        sizes = (2,) if family == socket.AF_INET else (2, 3, 4)
+        if not isinstance(address, tuple) or len(address) not in sizes:
+            raise TypeError(f"address for an {name} socket must be a tuple {shape}, got {address!r}")
+        if not isinstance(address[0], str) or not all(_is_int(number) for number in address[1:]):
+            raise TypeError(f"address for an {name} socket must be a tuple {shape} of a str and ints, got {address!r}")
+        if not 0 <= address[1] <= 65535:
+            raise ValueError(f"port must be between 0 and 65535, got {address[1]}")
+    elif family == getattr(socket, "AF_UNIX", None):
+        if not isinstance(address, (str, bytes, bytearray)):
+            raise TypeError(f"address for an AF_UNIX socket must be a str or bytes path, got {type(address).__name__}")
+    return address
 
 
 def _check_event(event: object) -> None:
@@ -326,6 +359,77 @@ class ConnectEvent(Event):
         if err:
             raise OSError(err, os.strerror(err))
         loop.reschedule(task, None)
+
+
+class RecvFrom(Event):
+    """Wait until the datagram socket ``sock`` is readable, then receive one
+    datagram of up to ``max_bytes``; resumes with ``(data, address)``.
+
+    A longer datagram is truncated, its rest discarded, as ``recvfrom`` does.
+    """
+
+    __slots__ = ("sock", "_max_bytes")
+
+    def __init__(self, sock: socket.socket, max_bytes: int = DEFAULT_READ_SIZE) -> None:
+        self.sock = sock
+        self._max_bytes = check_nbytes(max_bytes, "max_bytes")
+
+    @property
+    def max_bytes(self) -> int:
+        return self._max_bytes
+
+    @max_bytes.setter
+    def max_bytes(self, max_bytes: int) -> None:
+        self._max_bytes = check_nbytes(max_bytes, "max_bytes")
+
+    def _yield(self, loop: Any, task: Any) -> None:
+        loop.wait_readable(self.sock.fileno(), self, task, self.sock)
+
+    def _resume(self, loop: Any, task: Any) -> None:
+        loop.reschedule(task, self.sock.recvfrom(self._max_bytes, _DONTWAIT))
+
+
+class SendTo(Event):
+    """Send ``data`` as one datagram to ``address``; resumes with the count sent.
+
+    The send is tried at once; the task waits for writability only when the
+    socket's buffer is full.  Give a numeric address: name resolution would
+    block the loop.
+    """
+
+    __slots__ = ("sock", "_data", "_address")
+
+    def __init__(self, sock: socket.socket, data: BytesLike, address: Any) -> None:
+        self.sock = sock
+        self._data = as_send_buffer(data)
+        self._address = check_address(sock, address)
+
+    @property
+    def data(self) -> bytes | memoryview:
+        return self._data
+
+    @data.setter
+    def data(self, data: BytesLike) -> None:
+        self._data = as_send_buffer(data)
+
+    @property
+    def address(self) -> Any:
+        return self._address
+
+    @address.setter
+    def address(self, address: Any) -> None:
+        self._address = check_address(self.sock, address)
+
+    def _yield(self, loop: Any, task: Any) -> None:
+        try:
+            sent = self.sock.sendto(self._data, _DONTWAIT, self._address)
+        except BlockingIOError:
+            loop.wait_writable(self.sock.fileno(), self, task, self.sock)
+        else:
+            loop.reschedule(task, sent)
+
+    def _resume(self, loop: Any, task: Any) -> None:
+        loop.reschedule(task, self.sock.sendto(self._data, _DONTWAIT, self._address))
 
 
 class Sleep(Event):

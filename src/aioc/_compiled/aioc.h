@@ -7,6 +7,7 @@
 #include <Python.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
+#include <string.h>
 #include <sys/socket.h>
 
 /* -- sockets ------------------------------------------------------------ */
@@ -21,9 +22,9 @@ typedef struct { PyObject_HEAD int sock_fd; int sock_family; int sock_type; int 
 #define aioc_socket_proto(o) (((aioc_socket_head *)(o))->sock_proto)
 #define aioc_weakref_target(ref) PyWeakref_GET_OBJECT(ref)
 
-/* The (host, port) or (host, port, flowinfo, scope_id) that accept() returns,
-   as the socket module builds it, with IPv4 hosts formatted here: glibc's
-   inet_ntop goes through printf. */
+/* The (host, port) or (host, port, flowinfo, scope_id) that accept() and
+   recvfrom() return, as the socket module builds it, with IPv4 hosts
+   formatted here: glibc's inet_ntop goes through printf. */
 static PyObject *aioc_inet_address(const struct sockaddr_storage *address) {
     char host[INET6_ADDRSTRLEN];
     if (address->ss_family == AF_INET) {
@@ -49,6 +50,64 @@ static PyObject *aioc_inet_address(const struct sockaddr_storage *address) {
     }
     PyErr_SetString(PyExc_ValueError, "not an internet address");
     return NULL;
+}
+
+/* An exact int in [low, high] into *out; 0 (no error set) for anything else. */
+static int aioc_exact_int_in(PyObject *o, unsigned long low, unsigned long high, unsigned long *out) {
+    unsigned long value;
+    if (!PyLong_CheckExact(o)) return 0;
+    value = PyLong_AsUnsignedLong(o);
+    if (value == (unsigned long)-1 && PyErr_Occurred()) {
+        PyErr_Clear();  /* negative or too large: the socket module says so */
+        return 0;
+    }
+    if (value < low || value > high) return 0;
+    *out = value;
+    return 1;
+}
+
+/* The sockaddr that sendto() takes for a (host, port[, flowinfo[, scope_id]])
+   tuple with a numeric host, as the socket module builds it.  1 when built;
+   0, with no error set, when the socket module must do it instead: a host
+   name to resolve, a scoped IPv6 host, anything it would refuse (its own
+   error then applies). */
+static int aioc_inet_sockaddr(PyObject *address, int family, struct sockaddr_storage *out, socklen_t *length) {
+    Py_ssize_t items, size;
+    unsigned long port, flowinfo = 0, scope_id = 0;
+    const char *host;
+    if (!PyTuple_CheckExact(address)) return 0;
+    items = PyTuple_GET_SIZE(address);
+    if (items < 2 || items > (family == AF_INET6 ? 4 : 2)) return 0;
+    if (!PyUnicode_CheckExact(PyTuple_GET_ITEM(address, 0))) return 0;
+    host = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(address, 0), &size);
+    if (host == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    if ((size_t)size != strlen(host)) return 0;  /* an embedded NUL */
+    if (!aioc_exact_int_in(PyTuple_GET_ITEM(address, 1), 0, 65535, &port)) return 0;
+    memset(out, 0, sizeof(*out));
+    if (family == AF_INET) {
+        struct sockaddr_in *in = (struct sockaddr_in *)out;
+        if (inet_pton(AF_INET, host, &in->sin_addr) != 1) return 0;
+        in->sin_family = AF_INET;
+        in->sin_port = htons((unsigned short)port);
+        *length = sizeof(*in);
+        return 1;
+    }
+    if (family == AF_INET6) {
+        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)out;
+        if (items > 2 && !aioc_exact_int_in(PyTuple_GET_ITEM(address, 2), 0, 0xfffff, &flowinfo)) return 0;
+        if (items > 3 && !aioc_exact_int_in(PyTuple_GET_ITEM(address, 3), 0, 0xffffffffUL, &scope_id)) return 0;
+        if (inet_pton(AF_INET6, host, &in6->sin6_addr) != 1) return 0;
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons((unsigned short)port);
+        in6->sin6_flowinfo = htonl((uint32_t)flowinfo);
+        in6->sin6_scope_id = (uint32_t)scope_id;
+        *length = sizeof(*in6);
+        return 1;
+    }
+    return 0;
 }
 
 /* An exact int in 1..PY_SSIZE_T_MAX as a C size; 0 for anything else, with

@@ -8,6 +8,8 @@ _WriteEvent = _events.WriteEvent
 _SendAll = _events.SendAll
 _AcceptEvent = _events.AcceptEvent
 _ConnectEvent = _events.ConnectEvent
+_RecvFrom = _events.RecvFrom
+_SendTo = _events.SendTo
 _Sleep = _events.Sleep
 _Spawn = _events.Spawn
 _Join = _events.Join
@@ -24,8 +26,9 @@ def _raise_thrown(typ, val=None, tb=None):
 cdef class BuiltinEvent:
     """Base of the compiled built-in events; registered as an ``aioc.Event``.
 
-    ReadEvent, SendAll and Sleep, made once per request or switch, are base
-    types of their own instead: only a base type can keep a freelist.
+    ReadEvent, SendAll, RecvFrom, SendTo and Sleep, made once per request,
+    datagram or switch, are base types of their own instead: only a base
+    type can keep a freelist.
     """
 
     def _yield(self, loop, task):
@@ -132,6 +135,58 @@ cdef class ConnectEvent(BuiltinEvent):
     _resume = _ConnectEvent._resume
 
 
+@cython.no_gc
+@cython.freelist(64)
+cdef class RecvFrom:
+    """Wait until ``sock`` is readable, then receive one datagram of up to ``max_bytes``."""
+
+    def __init__(self, sock, max_bytes=DEFAULT_READ_SIZE):
+        self.sock = sock
+        cdef Py_ssize_t size = aioc_positive_size(max_bytes)
+        self._max_bytes = size if size > 0 else check_nbytes(max_bytes, "max_bytes")
+
+    @property
+    def max_bytes(self):
+        return self._max_bytes
+
+    @max_bytes.setter
+    def max_bytes(self, max_bytes):
+        self._max_bytes = check_nbytes(max_bytes, "max_bytes")
+
+    _yield = _RecvFrom._yield
+    _resume = _RecvFrom._resume
+
+
+@cython.no_gc
+@cython.freelist(64)
+cdef class SendTo:
+    """Send ``data`` as one datagram to ``address``; resumes with the count sent."""
+
+    def __init__(self, sock, data, address):
+        self.sock = sock
+        self._data = data if type(data) is bytes else as_send_buffer(data)
+        self._address = check_address(sock, address)
+
+    @property
+    def data(self):
+        return self._data
+
+    @data.setter
+    def data(self, data):
+        self._data = as_send_buffer(data)
+
+    @property
+    def address(self):
+        return self._address
+
+    @address.setter
+    def address(self, address):
+        self._address = check_address(self.sock, address)
+
+    _yield = _SendTo._yield
+    _resume = _SendTo._resume
+
+
 @cython.freelist(64)
 cdef class Sleep:
     """Resume after ``seconds``; ``Sleep(0)`` moves the task to the back of the queue."""
@@ -177,13 +232,14 @@ cdef class Join(BuiltinEvent):
     _resume = _Join._resume
 
 
-for _event_type in (BuiltinEvent, ReadEvent, SendAll, Sleep):
+for _event_type in (BuiltinEvent, ReadEvent, SendAll, RecvFrom, SendTo, Sleep):
     Event.register(_event_type)
 
 # Every compiled event is its own awaitable iterator (__await__, __iter__,
 # __next__, send, throw, close): set on each type, since subtypes readied
 # before this point do not inherit slots set later.
-for _event_type in (BuiltinEvent, ReadEvent, WriteEvent, SendAll, AcceptEvent, ConnectEvent, Sleep, Spawn, Join):
+for _event_type in (BuiltinEvent, ReadEvent, WriteEvent, SendAll, AcceptEvent, ConnectEvent, RecvFrom, SendTo,
+                    Sleep, Spawn, Join):
     aioc_make_awaitable(_event_type, _raise_thrown, Event.__await__)
 
 
@@ -192,9 +248,12 @@ cdef check_event_layout():
     cdef Sleep sleep = Sleep(0)
     cdef ReadEvent read = ReadEvent(None)
     cdef SendAll send = SendAll(None, b"")
+    cdef RecvFrom recv_from = RecvFrom(None)
+    cdef SendTo send_to = SendTo(None, b"", None)
     cdef BuiltinEvent spawn = Spawn(None)
     sleep.suspended = read.suspended = send.suspended = spawn.suspended = True
-    for event in (sleep, read, send, spawn):
+    recv_from.suspended = send_to.suspended = True
+    for event in (sleep, read, send, recv_from, send_to, spawn):
         if not aioc_event_suspended(event):
             raise ImportError(f"unexpected layout of {type(event).__name__}")
 

@@ -1,6 +1,7 @@
 # C I/O for the built-in events, chosen by exact type: ReadEvent's recv,
-# SendAll's send loop and AcceptEvent's accept run here without the socket
-# module's Python layer, with the same outcomes as their _resume methods.
+# SendAll's send loop, AcceptEvent's accept and the datagram events' recvfrom
+# and sendto run here without the socket module's Python layer, with the same
+# outcomes as their _yield and _resume methods.
 # Errors never escape: they are thrown into the task, as on the pure loop.
 
 cdef enum:
@@ -28,7 +29,8 @@ cdef inline int socket_fd(object sock) except? -2:
 
 
 cdef inline bint rewait_read(EventLoop loop, object sock, object event, Task task) except -1:
-    """Wait to read ``sock`` where epoll already holds a fitting registration: no system call."""
+    """Wait to read ``sock`` (a ReadEvent's, a RecvFrom's or a stream's) where
+    epoll already holds a fitting registration: no system call."""
     cdef FdSlot *slot
     cdef int fd
     if not is_socket(sock):
@@ -74,6 +76,85 @@ cdef int recv_for(EventLoop loop, ReadEvent event, Task task) except -1:
     except MemoryError as exc:
         return loop.schedule_throw(task, exc)
     return loop.push(task, data)
+
+
+cdef int recvfrom_for(EventLoop loop, RecvFrom event, Task task) except -1:
+    """recvfrom() for a RecvFrom on an IPv4 or IPv6 socket: queue ``(data,
+    address)``, wait again, or throw the error."""
+    cdef sockaddr_storage address
+    cdef socklen_t length
+    cdef int fd = aioc_socket_fd(event.sock)
+    cdef ssize_t n
+    if fd < 0:
+        return loop.schedule_throw(task, os_error(EBADF))
+    while True:
+        length = sizeof(address)
+        n = recvfrom(fd, loop.read_buffer, event._max_bytes, MSG_DONTWAIT, <sockaddr *>&address, &length)
+        if n >= 0:
+            break
+        if errno == EAGAIN:
+            loop.yield_event(event, task)  # readiness was only a hint
+            return 1
+        if errno != EINTR:
+            return loop.schedule_throw(task, os_error(errno))
+        PyErr_CheckSignals()
+    try:
+        data = PyBytes_FromStringAndSize(loop.read_buffer, n)
+        # A stream socket fills in no address: the socket module gives None.
+        peer = aioc_inet_address(&address) if length > 0 else None
+    except BaseException as exc:
+        return loop.schedule_throw(task, exc)
+    return loop.push(task, (data, peer))
+
+
+cdef int send_to(EventLoop loop, SendTo event, Task task, bint resuming) except -1:
+    """sendto() for a SendTo, as SendTo._yield (or, ``resuming``, _resume)
+    does it: queue the count, wait for writability, or throw the error.
+
+    In C only for an IPv4 or IPv6 socket and a numeric address; anything
+    else (a host name to resolve, a Unix socket) goes to the Python methods.
+    Returns 1 when a wake-up found the buffer still full.
+    """
+    cdef sockaddr_storage address
+    cdef socklen_t length
+    cdef Py_buffer view
+    cdef const char *data
+    cdef Py_ssize_t size
+    cdef ssize_t n
+    cdef int err = 0
+    cdef bint is_bytes
+    cdef object sock = event.sock
+    if not (is_inet_socket(sock) and aioc_inet_sockaddr(event._address, aioc_socket_family(sock), &address, &length)):
+        return loop.resume_guarded(event, task) if resuming else loop.yield_guarded(event, task)
+    is_bytes = type(event._data) is bytes
+    if is_bytes:
+        data, size = PyBytes_AS_STRING(event._data), PyBytes_GET_SIZE(event._data)
+    else:
+        try:
+            PyObject_GetBuffer(event._data, &view, PyBUF_SIMPLE)
+        except BaseException as exc:  # a released memoryview, say
+            return loop.schedule_throw(task, exc)
+        data, size = <const char *>view.buf, view.len
+    while True:
+        # A closed socket's fd is -1: sendto() fails with EBADF, as the socket module's does.
+        n = sendto(aioc_socket_fd(sock), data, size, MSG_DONTWAIT, <sockaddr *>&address, length)
+        if n >= 0 or errno != EINTR:
+            break
+    if n < 0:
+        err = errno
+    if not is_bytes:
+        PyBuffer_Release(&view)
+    if err == 0:
+        return loop.push(task, n)
+    if err != EAGAIN:
+        return loop.schedule_throw(task, os_error(err))
+    try:
+        loop.wait_io(aioc_socket_fd(sock), True, event, task, sock)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:
+        loop.schedule_throw(task, exc)
+    return 1 if resuming else 0
 
 
 cdef int accept_for(EventLoop loop, AcceptEvent event, Task task) except -1:
