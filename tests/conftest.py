@@ -9,6 +9,7 @@ against every combination: ids read ``pure-epoll``, ``compiled-select``, ...
 from __future__ import annotations
 
 import importlib
+import os
 import resource
 import socket
 import ssl
@@ -70,6 +71,17 @@ def Queue(request: pytest.FixtureRequest) -> type:
     from aioc import queues
 
     return twin(queues.Queue, request.param)
+
+
+@pytest.fixture
+def client_env() -> dict[str, str]:
+    """The environment for a real client program (curl, openssl, wrk, ...) a test runs.
+
+    Without LD_PRELOAD, which the sanitizer build sets for the code under
+    test: curl hangs with AddressSanitizer's runtime preloaded, and the
+    clients are not what is tested.
+    """
+    return {name: value for name, value in os.environ.items() if name != "LD_PRELOAD"}
 
 
 @pytest.fixture(params=BACKENDS, ids=BACKENDS)

@@ -114,16 +114,14 @@ def run_example() -> Iterator[Callable[..., Example]]:
 LOAD_DEADLINE = 45.0
 
 
-def client_environment() -> dict[str, str]:
-    """The environment for a client program: without LD_PRELOAD, which a
-    sanitizer build sets for the servers under test (curl hangs with
-    AddressSanitizer's runtime preloaded, and the clients are not tested)."""
-    return {name: value for name, value in os.environ.items() if name != "LD_PRELOAD"}
+@pytest.fixture
+def run(client_env: dict[str, str]) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Runs a client program to its end, in ``client_env``."""
 
+    def run(*command: str, input: str | None = None, timeout: float = DEADLINE) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(command, input=input, capture_output=True, text=True, timeout=timeout, env=client_env)
 
-def run(*command: str, input: str | None = None, timeout: float = DEADLINE) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(command, input=input, capture_output=True, text=True, timeout=timeout,
-                          env=client_environment())
+    return run
 
 
 class LineClient:
@@ -147,7 +145,7 @@ class LineClient:
 # -- HTTP ---------------------------------------------------------------------------
 
 
-def test_http_server_with_curl(run_example):
+def test_http_server_with_curl(run_example, run):
     curl = client("curl")
     server = run_example("http_server.py")
     url = f"http://127.0.0.1:{server.listening_port()}"
@@ -166,7 +164,7 @@ def test_http_server_with_curl(run_example):
     assert server.stop() == 0, server.stderr
 
 
-def test_http_server_under_wrk(run_example):
+def test_http_server_under_wrk(run_example, run):
     wrk = client("wrk")
     server = run_example("http_server.py")
     result = run(wrk, "-t1", "-c10", "-d2s", f"http://127.0.0.1:{server.listening_port()}/", timeout=LOAD_DEADLINE)
@@ -190,7 +188,7 @@ def test_http_server_answers_a_malformed_request_with_400(run_example):
 # -- Redis --------------------------------------------------------------------------
 
 
-def test_redis_server_with_redis_cli(run_example):
+def test_redis_server_with_redis_cli(run_example, run):
     cli = client("redis-cli")
     server = run_example("redis_server.py")
     port = str(server.listening_port())
@@ -210,7 +208,7 @@ def test_redis_server_with_redis_cli(run_example):
     assert server.stop() == 0, server.stderr
 
 
-def test_redis_server_under_redis_benchmark(run_example):
+def test_redis_server_under_redis_benchmark(run_example, run):
     benchmark, cli = client("redis-benchmark"), client("redis-cli")
     server = run_example("redis_server.py")
     port = str(server.listening_port())
@@ -230,7 +228,7 @@ def test_redis_server_under_redis_benchmark(run_example):
 # -- TLS ----------------------------------------------------------------------------
 
 
-def test_tls_echo_server_with_openssl_s_client(run_example):
+def test_tls_echo_server_with_openssl_s_client(run_example, run):
     openssl = client("openssl")
     server = run_example("tls_echo_server.py")  # makes its certificate with openssl
     result = run(openssl, "s_client", "-connect", f"127.0.0.1:{server.listening_port()}", "-quiet",
@@ -240,7 +238,7 @@ def test_tls_echo_server_with_openssl_s_client(run_example):
     assert server.stop() == 0, server.stderr
 
 
-def test_tls_echo_server_with_a_given_certificate(run_example, tmp_path):
+def test_tls_echo_server_with_a_given_certificate(run_example, tmp_path, run):
     openssl = client("openssl")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     made = run(openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=example.test",

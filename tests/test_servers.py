@@ -362,7 +362,7 @@ def http_hello(stream: aioc.Stream) -> Any:
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
-def test_curl_over_https(loop, runner, server_context, pem_files):
+def test_curl_over_https(loop, runner, server_context, pem_files, client_env):
     sock = aioc.tcp_listener("127.0.0.1", 0)
     port = sock.getsockname()[1]
     server_context.set_alpn_protocols(["http/1.1"])
@@ -371,7 +371,9 @@ def test_curl_over_https(loop, runner, server_context, pem_files):
 
     def main() -> Any:
         server = yield aioc.Spawn(aioc.serve_tcp(http_hello, sock=sock, ssl=server_context))
-        done = yield from run_in_thread(functools.partial(subprocess.run, command, capture_output=True, timeout=15))
+        done = yield from run_in_thread(
+            functools.partial(subprocess.run, command, capture_output=True, timeout=15, env=client_env)
+        )
         yield from stop(server)
         return done
 
@@ -381,7 +383,7 @@ def test_curl_over_https(loop, runner, server_context, pem_files):
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="the openssl command is not installed")
-def test_openssl_s_client_against_serve_tcp(loop, runner, server_context, pem_files):
+def test_openssl_s_client_against_serve_tcp(loop, runner, server_context, pem_files, client_env):
     sock = aioc.tcp_listener("127.0.0.1", 0)
     port = sock.getsockname()[1]
 
@@ -395,7 +397,8 @@ def test_openssl_s_client_against_serve_tcp(loop, runner, server_context, pem_fi
     def main() -> Any:
         server = yield aioc.Spawn(aioc.serve_tcp(handler, sock=sock, ssl=server_context))
         done = yield from run_in_thread(
-            functools.partial(subprocess.run, command, input=b"from s_client\n", capture_output=True, timeout=10)
+            functools.partial(subprocess.run, command, input=b"from s_client\n", capture_output=True, timeout=10,
+                              env=client_env)
         )
         yield from stop(server)
         return done

@@ -505,7 +505,7 @@ needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="the 
 
 
 @needs_openssl
-def test_server_against_openssl_s_client(loop, runner, listener, server_context, pem_files):
+def test_server_against_openssl_s_client(loop, runner, listener, server_context, pem_files, client_env):
     lsock = listener()
     port = lsock.getsockname()[1]
     server_context.set_alpn_protocols(["echo/1"])
@@ -515,7 +515,7 @@ def test_server_against_openssl_s_client(loop, runner, listener, server_context,
     ]
 
     def s_client() -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run(command, input=b"hello over openssl\n", capture_output=True, timeout=10)
+        return subprocess.run(command, input=b"hello over openssl\n", capture_output=True, timeout=10, env=client_env)
 
     def main() -> Any:
         client_run = yield aioc.Spawn(run_in_thread(s_client))
@@ -535,7 +535,7 @@ def test_server_against_openssl_s_client(loop, runner, listener, server_context,
 
 
 @needs_openssl
-def test_client_against_openssl_s_server(loop, runner, pem_files, client_context, tmp_path):
+def test_client_against_openssl_s_server(loop, runner, pem_files, client_context, tmp_path, client_env):
     probe = socket.socket()
     probe.bind(("127.0.0.1", 0))
     port = probe.getsockname()[1]
@@ -544,7 +544,8 @@ def test_client_against_openssl_s_server(loop, runner, pem_files, client_context
         "openssl", "s_server", "-accept", f"127.0.0.1:{port}", "-cert", pem_files["cert"],
         "-key", pem_files["key"], "-www", "-naccept", "1",
     ]
-    server = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              env=client_env)
 
     def connect() -> Any:
         for _ in range(100):  # until s_server listens
