@@ -12,10 +12,12 @@
 #   io_backend.pxi Backend, the one interface of the backends, and the chooser
 #   io_epoll.pxi   the epoll backend       } twins of _io_epoll.py
 #   io_select.pxi  the select backend      } and _io_select.py
+#   io_uring.pxi   the io_uring backend (compiled loop only)
 #   fastpaths.pxi  C I/O for the built-in events
 #   events.pxi     the built-in events, compiled
 #   gc.pxi         garbage-collector support for the C-held references
-# and C that Cython cannot express from _compiled/aioc.h.
+# and C that Cython cannot express from _compiled/aioc.h (io_uring's ring
+# protocol in _compiled/aioc_io_uring.h).
 
 from cpython.object cimport PyObject
 from libc.stdint cimport uint32_t, uint64_t
@@ -31,6 +33,19 @@ cdef extern from "_compiled/aioc_epoll.h" nogil:
     cdef struct epoll_event:
         uint32_t events
         epoll_data_t data
+
+
+cdef extern from "_compiled/aioc_io_uring.h" nogil:
+    ctypedef struct aioc_ring:
+        int fd
+        unsigned sq_entries
+        unsigned cq_entries
+        unsigned long long overflows
+
+    ctypedef struct aioc_cqe:
+        uint64_t user_data
+        int res
+        uint32_t flags
 
 
 # -- ready.pxi ------------------------------------------------------------------
@@ -140,6 +155,8 @@ cdef class Backend:
     cdef int forget(self, EventLoop loop, int fd) except -1
     # Re-register every live registration afresh.
     cdef int rebuild(self, EventLoop loop) except -1
+    # The task waiting for `mask` on `fd` left without being woken.
+    cdef int abandon(self, EventLoop loop, int fd, uint32_t mask) except -1
     # Wait up to `timeout` seconds; EventLoop.dispatch_io for each ready fd.
     cdef int poll(self, EventLoop loop, double timeout) except -1
     cdef int close(self) except -1
@@ -150,6 +167,20 @@ cdef class EpollBackend(Backend):
 
 cdef class SelectBackend(Backend):
     pass
+
+cdef class IoUringBackend(Backend):
+    cdef aioc_ring ring
+    cdef aioc_cqe *completions     # copied out of the CQ, dispatched from here
+    cdef unsigned backlog_at       # completions[backlog_at:backlog_end] are
+    cdef unsigned backlog_end      # still to dispatch (an exception cut a pass short)
+    cdef uint32_t *generations     # per fd and direction: the tag of its live poll
+    cdef int generations_fds       # fds the array covers
+    cdef int arm(self, int fd, int kind) except -1
+    cdef int cancel(self, int fd, int kind) except -1
+    cdef int cancel_bits(self, EventLoop loop, int fd, uint32_t bits) except -1
+    cdef int submit_now(self) except -1
+    cdef int ensure(self, int fd) except -1
+    cdef int complete(self, EventLoop loop, aioc_cqe *cqe, bint may_block) except -1
 
 
 # -- _loop_c.pyx: the scheduler ---------------------------------------------------

@@ -4,7 +4,7 @@
 Every rule comes from the pure-Python loop in ``_loop_py.py``, which remains
 the readable specification; this module runs the same rules with the ready
 queue, the waiting tables, the timer heap and the polling loop in C, calling
-epoll (or select) directly.  Built-in events of this module get C fast paths
+epoll (or select, or io_uring, which only this loop has) directly.  Built-in events of this module get C fast paths
 selected by exact type; any other object with ``_yield``/``_resume`` goes
 through those Python methods, exactly as on the pure loop.
 
@@ -74,6 +74,7 @@ from aioc._constants import (
     TASK_NOT_DONE,
     busy_fd,
     fd_too_large,
+    io_uring_unavailable,
     not_a_coroutine,
     not_a_task_of,
     reschedule_waiting,
@@ -234,6 +235,7 @@ include "_compiled/fdtable.pxi"
 include "_compiled/io_backend.pxi"
 include "_compiled/io_epoll.pxi"
 include "_compiled/io_select.pxi"
+include "_compiled/io_uring.pxi"
 include "_compiled/fastpaths.pxi"
 
 
@@ -241,7 +243,8 @@ include "_compiled/fastpaths.pxi"
 cdef class EventLoop:
     """Runs generator coroutines (and ``async def`` coroutines) that yield events.
 
-    ``backend`` is ``"epoll"`` (the default where available) or ``"select"``.
+    ``backend`` is ``"epoll"`` (the default where available), ``"select"``,
+    or ``"io_uring"`` where the kernel allows it (compiled loop only).
     """
 
     def __cinit__(self):
@@ -859,6 +862,7 @@ cdef class EventLoop:
             Py_XDECREF(owner)
             Py_DECREF(<object>event)
             Py_DECREF(<object>waiter)
+            self.io.abandon(self, task.wait_fd, READABLE if kind == WAIT_READ else WRITABLE)
         elif kind == WAIT_TIMER:
             self.cancel_timer(task.wait_timer)
             task.wait_timer = NULL
