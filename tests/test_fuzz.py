@@ -949,7 +949,21 @@ def test_hostile_event_fields_reach_only_their_task(kind: str, data: st.DataObje
     # the assignment test's findings; here the runs start from the same event.
     assume(assignments_agree(case))
     main, after = hostile_wait_program(case)
-    check_outcomes(run_everywhere(main, after), nan_deadline_spec(case))
+    check_outcomes(run_everywhere(main, after), nan_deadline_spec(case), hostile_comparable(case))
+
+
+def hostile_comparable(case: HostileWait) -> tuple[str, ...]:
+    """Where a tampered event must end as on the pure loop.
+
+    On io_uring the kernel sends a waiting SendAll's data while it waits,
+    from the data and offset taken when it started: a field tampered with
+    meanwhile changes nothing (the pure loop reads them when it resumes).
+    """
+    if case.when == "waiting" and case.action[0] in ("assign", "release") and (
+        case.action[0] == "release" or str(case.action[1]).startswith("SendAll")
+    ):
+        return tuple(backend for backend in BACKENDS if backend != "io_uring")
+    return BACKENDS
 
 
 # -- one event, several waiters ---------------------------------------------------------------------
@@ -1318,7 +1332,7 @@ def test_found_examples_stay_fixed(name: str) -> None:
     case = FOUND[name]
     if isinstance(case, HostileWait):
         main, after = hostile_wait_program(case)
-        check_outcomes(run_everywhere(main, after), nan_deadline_spec(case))
+        check_outcomes(run_everywhere(main, after), nan_deadline_spec(case), hostile_comparable(case))
     elif isinstance(case, SharedWait):
         main, after = shared_wait_program(case)
         check_outcomes(run_everywhere(main, after), shared_wait_spec(case))

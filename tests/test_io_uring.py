@@ -9,7 +9,11 @@ tests that only make sense on io_uring (its ring, its availability) say so.
 
 from __future__ import annotations
 
+import gc
+import resource
 import socket
+import struct
+import sys
 import threading
 
 import pytest
@@ -230,3 +234,224 @@ def test_io_uring_refused_at_run_time_is_not_offered_and_asking_says_why():
     offered, refusal = result.stdout.splitlines()
     assert "io_uring" not in offered
     assert refusal.startswith("the io_uring backend is unavailable here: io_uring_setup failed")
+
+
+# -- reads and sends the kernel does itself (io_uring's completion I/O) ----------------------
+
+
+def test_a_peer_reset_reaches_the_reader_waiting_for_it(aio, loop, runner, tcp_pair):
+    client, server = tcp_pair()
+
+    def reader():
+        try:
+            yield aio.ReadEvent(server)
+        except ConnectionResetError:
+            return "reset"
+
+    def main():
+        task = yield aio.Spawn(reader())
+        yield aio.Sleep(0.01)  # the receive is in flight
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()  # with a zero linger: RST
+        return (yield aio.Join(task))
+
+    assert runner.complete(main()) == "reset"
+
+
+def test_bytes_a_cancelled_reader_did_not_take_go_to_the_next_reader(aio, loop, runner, socketpair):
+    a, b = socketpair()
+
+    def impatient():
+        # A deadline on the task (not a Timeout event): the built-in ReadEvent
+        # itself waits, as a receive in flight on io_uring.
+        return (yield from aio.timeout_after(0.02, read_once()))
+
+    def read_once():
+        return (yield aio.ReadEvent(a, 100))
+
+    def main():
+        try:
+            yield from impatient()
+        except TimeoutError:
+            pass
+        b.send(b"first")  # races the cancel of the receive, on io_uring
+        b.send(b"second")
+        got = b""
+        while len(got) < len(b"firstsecond"):
+            got += yield aio.Timeout(aio.ReadEvent(a, 3), 2.0)
+        return got
+
+    assert runner.complete(main()) == b"firstsecond"
+
+
+def test_a_reader_cancelled_while_data_arrives_loses_none_of_it(aio, loop, runner, socketpair):
+    a, b = socketpair()
+
+    def reader():
+        return (yield aio.ReadEvent(a, 100))
+
+    def main():
+        received = []
+        for round in range(50):
+            task = yield aio.Spawn(reader())
+            yield aio.Sleep(0)  # it waits
+            b.send(b"%d," % round)
+            task.cancel()  # the data and the cancel reach the kernel in the same pass
+            try:
+                yield aio.Join(task)
+            except aio.Cancelled:
+                pass
+            received.append((yield aio.Timeout(aio.ReadEvent(a, 100), 2.0)))
+        return received
+
+    assert runner.complete(main()) == [b"%d," % round for round in range(50)]
+
+
+def test_cancelling_a_task_with_a_send_in_flight_releases_its_data(aio, loop, runner, socketpair):
+    a, b = socketpair()
+    data = bytearray(b"z" * 1_000_000)
+    baseline = sys.getrefcount(data)
+
+    def sender():
+        yield aio.SendAll(a, data)
+
+    def main():
+        task = yield aio.Spawn(sender())
+        yield aio.Sleep(0.01)  # the buffer filled: the rest of the send is in flight
+        task.cancel()
+        try:
+            yield aio.Join(task)
+        except aio.Cancelled:
+            pass
+        drained = 0
+        b.setblocking(True)
+        b.settimeout(0.2)
+        try:
+            while True:  # the peer takes what was sent, nothing more comes
+                chunk = b.recv(1 << 20)
+                if not chunk:
+                    break
+                drained += len(chunk)
+        except TimeoutError:
+            pass
+        yield aio.Sleep(0.01)  # a pass, where the cancelled send's completion arrives
+        del task
+        gc.collect()
+        return drained
+
+    drained = runner.complete(main())
+    assert 0 < drained < len(data)
+    assert sys.getrefcount(data) == baseline  # no op holds it any more
+    data.append(0)  # and no buffer view pins it either
+
+
+def test_a_short_send_in_flight_finishes_with_the_rest(aio, loop, runner, socketpair):
+    a, b = socketpair()
+    payload = bytes(range(256)) * 4000  # more than the socket buffers hold
+
+    def reader():
+        got = bytearray()
+        yield aio.Sleep(0.01)  # the send waits, partly done
+        while len(got) < len(payload):
+            got += yield aio.Timeout(aio.ReadEvent(b), 2.0)
+        return bytes(got)
+
+    def main():
+        read = yield aio.Spawn(reader())
+        sent = yield aio.Timeout(aio.SendAll(a, memoryview(payload)), 5.0)
+        return sent, (yield aio.Join(read))
+
+    assert runner.complete(main()) == (len(payload), payload)
+
+
+TEN_THOUSAND_CLIENTS = """
+import socket, sys
+port, count = int(sys.argv[1]), int(sys.argv[2])
+socks = []
+for i in range(count):
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(b"client %d\\n" % i)
+    socks.append(sock)
+for i, sock in enumerate(socks):
+    reply = b""
+    while not reply.endswith(b"\\n"):
+        chunk = sock.recv(100)
+        assert chunk, i
+        reply += chunk
+    assert reply == b"client %d\\n" % i, reply
+for sock in socks:
+    sock.close()
+print("ok")
+"""
+
+
+@needs_io_uring
+def test_10000_concurrent_connections_on_io_uring(fd_limit, sockets):
+    # The clients live in a child: 10,000 connections are 20,000 fds.
+    import subprocess
+    import sys
+
+    count = 10_000
+    fd_limit.at_least(count + 500)
+    lsock = socket.socket()
+    sockets.append(lsock)
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(4096)
+    served = []
+
+    def handle(conn):
+        line = b""
+        while not line.endswith(b"\n"):
+            chunk = yield _loop_c.ReadEvent(conn)
+            if not chunk:
+                break
+            line += chunk
+        yield from _loop_c.sendall(conn, line)
+        served.append(conn)  # held open until every client is served
+
+    def server():
+        for _ in range(count):
+            conn, _ = yield _loop_c.AcceptEvent(lsock)
+            loop.call_soon(handle(conn))
+
+    child = subprocess.Popen(
+        [sys.executable, "-c", TEN_THOUSAND_CLIENTS, str(lsock.getsockname()[1]), str(count)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (count + 500, fd_limit.hard)),
+    )
+    try:
+        with _loop_c.EventLoop(backend="io_uring") as loop:
+            from conftest import Runner
+
+            Runner(loop).complete(server(), limit=60)
+            Runner(loop).forever(limit=60)
+        out, err = child.communicate(timeout=60)
+    finally:
+        child.kill()
+        for conn in served:
+            conn.close()
+    assert child.returncode == 0, err
+    assert out.strip() == "ok"
+    assert len(served) == count
+
+
+@needs_io_uring
+def test_an_io_uring_loop_refuses_clearly_to_run_in_a_second_thread():
+    def nap():
+        yield _loop_c.Sleep(0.001)
+
+    with _loop_c.EventLoop(backend="io_uring") as loop:
+        loop.run_until_complete(nap())
+        errors = []
+
+        def elsewhere():
+            try:
+                loop.run_until_complete(nap())
+            except RuntimeError as exc:
+                errors.append(str(exc))
+
+        thread = threading.Thread(target=elsewhere)
+        thread.start()
+        thread.join(5)
+        assert errors == ["an io_uring loop runs only in the thread that first ran it"]
+        loop.run_until_complete(nap())  # still fine in its own thread

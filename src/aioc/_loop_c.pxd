@@ -168,19 +168,54 @@ cdef class EpollBackend(Backend):
 cdef class SelectBackend(Backend):
     pass
 
+# A recv or send the kernel does for a built-in event (io_uring only).  Its
+# address is its completion's user_data; it lives until that completion.
+cdef struct UringOp:
+    int kind                   # KIND_RECV or KIND_SEND
+    int fd
+    bint orphaned              # its waiter left: a recv's data is kept, a send's result dropped
+    bint detached              # no longer its fd's op (the socket was forgotten): dropped
+    PyObject *owner            # owned: the socket
+    PyObject *event            # owned: the SendAll it sends for (its `sent` is kept up)
+    PyObject *data             # owned: the bytes object a send reads, taken when it starts
+    char *buffer               # recv: owned, `size` bytes
+    Py_ssize_t size            # recv: bytes asked; send: bytes of the data
+    Py_ssize_t offset          # send: where the kernel is in the data
+    Py_buffer view             # send of a non-bytes buffer: held until the completion
+    bint viewed
+    UringOp *prev              # the backend's list of live ops
+    UringOp *next
+
 cdef class IoUringBackend(Backend):
     cdef aioc_ring ring
     cdef aioc_cqe *completions     # copied out of the CQ, dispatched from here
     cdef unsigned backlog_at       # completions[backlog_at:backlog_end] are
     cdef unsigned backlog_end      # still to dispatch (an exception cut a pass short)
     cdef uint32_t *generations     # per fd and direction: the tag of its live poll
-    cdef int generations_fds       # fds the array covers
+    cdef UringOp **ops             # per fd and direction: its recv or send in flight
+    cdef int generations_fds       # fds the arrays cover
+    cdef UringOp *live_ops         # every op the kernel still owns
+    cdef dict stashed              # fd -> (weakref to socket, bytes its readers left behind)
+    cdef list stash_readers        # fds whose reader gets stashed bytes after the next enter
     cdef int arm(self, int fd, int kind) except -1
     cdef int cancel(self, int fd, int kind) except -1
     cdef int cancel_bits(self, EventLoop loop, int fd, uint32_t bits) except -1
+    cdef int cancel_op(self, int fd, int direction, bint detach) except -1
     cdef int submit_now(self) except -1
     cdef int ensure(self, int fd) except -1
     cdef int complete(self, EventLoop loop, aioc_cqe *cqe, bint may_block) except -1
+    cdef UringOp *new_op(self, int kind, int fd, object owner) except NULL
+    cdef void free_op(self, UringOp *op) noexcept
+    cdef int submit_op(self, UringOp *op) except -1
+    cdef int start_recv(self, int fd, object sock, Py_ssize_t size) except -1
+    cdef int start_send(self, EventLoop loop, SendAll event, Task task, int fd) except -1
+    cdef int recv_done(self, EventLoop loop, UringOp *op, int res) except -1
+    cdef int send_done(self, EventLoop loop, UringOp *op, int res) except -1
+    cdef int stash(self, int fd, object sock, object data) except -1
+    cdef object take_stash(self, int fd, object sock, Py_ssize_t nbytes)
+    cdef bint has_stash(self, int fd, object sock)
+    cdef int deliver_stash(self, EventLoop loop, int fd) except -1
+    cdef void drain_ops(self) noexcept
 
 
 # -- _loop_c.pyx: the scheduler ---------------------------------------------------
@@ -254,6 +289,11 @@ cdef class EventLoop:
     cdef void clear_timers(self) noexcept
     cdef int fire_timers(self) except -1
     cdef int expire(self, Task task) except -1
+    # C only: io_uring's completion I/O (io_uring.pxi) seats and unseats waiters itself
+    cdef IoUringBackend uring      # `io` when it is io_uring, else None
+    cdef int claim_io(self, int fd, bint writing) except -1
+    cdef int enlist_io(self, int fd, bint writing, object event, Task task, object owner) except -1
+    cdef Task take_io_waiter(self, int fd, bint writing)
 
 
 # -- events.pxi -------------------------------------------------------------------

@@ -256,6 +256,8 @@ cdef class EventLoop:
         self.slow_step = SLOW_STEP
         self.io = make_backend(backend)
         self.backend = self.io.name
+        if type(self.io) is IoUringBackend:
+            self.uring = <IoUringBackend>self.io
         ring_init(&self.ready)
         self.threadsafe = deque()
         self.close_callbacks = []
@@ -416,6 +418,9 @@ cdef class EventLoop:
     # -- the contract with events (aioc.lowlevel) -----------------------------
 
     cpdef wait_readable(self, fd, event, Task task, owner=None):
+        if self.uring is not None and type(event) is ReadEvent and uring_can_read(<ReadEvent>event):
+            uring_read(self, <ReadEvent>event, task)  # a ReadEvent under a Timeout, say
+            return
         self.wait_io(check_fd(fd), False, event, task, owner)
 
     cpdef wait_writable(self, fd, event, Task task, owner=None):
@@ -655,8 +660,11 @@ cdef class EventLoop:
         cdef type kind = type(event)
         if kind is Sleep and (<Sleep>event)._seconds <= 0.0:
             return self.push(task, None)
-        if kind is ReadEvent and rewait_read(self, <ReadEvent>event, task):
-            return 0
+        if kind is ReadEvent:
+            if self.uring is not None and uring_can_read(<ReadEvent>event):
+                return uring_read(self, <ReadEvent>event, task)
+            if rewait_read(self, <ReadEvent>event, task):
+                return 0
         if kind is SendAll and is_socket((<SendAll>event).sock):
             return send_all(self, <SendAll>event, task)
         return self.yield_guarded(event, task)
@@ -777,8 +785,20 @@ cdef class EventLoop:
 
     cdef int wait_io(self, int fd, bint writing, object event, Task task, object owner) except -1:
         cdef FdSlot *slot
-        cdef PyObject *old_owner
         cdef uint32_t mask
+        self.claim_io(fd, writing)
+        slot = &self.fds.slots[fd]
+        if (slot.reader_task if writing else slot.writer_task) is not NULL:
+            mask = READABLE | WRITABLE
+        else:
+            mask = WRITABLE if writing else READABLE
+        self.io.watch(self, fd, mask, owner)
+        return self.enlist_io(fd, writing, event, task, owner)
+
+    cdef int claim_io(self, int fd, bint writing) except -1:
+        """Make ``fd``'s reader (or writer) place free, or raise ResourceBusy."""
+        cdef FdSlot *slot
+        cdef PyObject *old_owner
         if fd < 0:
             raise ValueError(C.closed_fd(fd))
         fds_ensure(&self.fds, fd)
@@ -792,13 +812,11 @@ cdef class EventLoop:
             old_task = <object>(slot.writer_task if writing else slot.reader_task)
             self.unwait(old_task)
             self.schedule_throw(old_task, ClosedResourceError())
-            slot = &self.fds.slots[fd]
-        if (slot.reader_task if writing else slot.writer_task) is not NULL:
-            mask = READABLE | WRITABLE
-        else:
-            mask = WRITABLE if writing else READABLE
-        self.io.watch(self, fd, mask, owner)
-        slot = &self.fds.slots[fd]
+        return 0
+
+    cdef int enlist_io(self, int fd, bint writing, object event, Task task, object owner) except -1:
+        """Seat ``task`` as ``fd``'s reader (or writer), its place claimed."""
+        cdef FdSlot *slot = &self.fds.slots[fd]
         Py_INCREF(event)
         Py_INCREF(task)
         if owner is not None:
@@ -901,6 +919,26 @@ cdef class EventLoop:
             else:
                 self.fds.slots[fd].kept_at = self.polls
         return 0
+
+    cdef Task take_io_waiter(self, int fd, bint writing):
+        """Unseat ``fd``'s reader (or writer), which must be there, and return it."""
+        cdef FdSlot *slot = &self.fds.slots[fd]
+        cdef PyObject *event_ptr
+        cdef PyObject *task_ptr
+        cdef PyObject *owner_ptr
+        if writing:
+            event_ptr, task_ptr, owner_ptr = slot.writer_event, slot.writer_task, slot.writer_owner
+            slot.writer_event = slot.writer_task = slot.writer_owner = NULL
+        else:
+            event_ptr, task_ptr, owner_ptr = slot.reader_event, slot.reader_task, slot.reader_owner
+            slot.reader_event = slot.reader_task = slot.reader_owner = NULL
+        self.io_waiters -= 1
+        task = <Task>task_ptr
+        task.wait_kind = WAIT_NONE  # before any drop below can run Python code
+        Py_DECREF(task)  # `task` holds its own reference now
+        Py_DECREF(<object>event_ptr)
+        Py_XDECREF(owner_ptr)
+        return task
 
     cdef int wake_io(self, int fd, bint writer) except -1:
         cdef FdSlot *slot = &self.fds.slots[fd]

@@ -2,7 +2,7 @@
    io_uring backend (io_uring.pxi).
 
    Raw system calls rather than liburing: the loop needs a handful of
-   operations (poll, poll removal, one enter per pass), liburing would have to
+   operations (poll, recv, send, their cancellation, one enter per pass), liburing would have to
    be bundled into every wheel or be present on every target, and its inline
    helpers change between releases.  The ring protocol itself is the stable
    kernel ABI of <linux/io_uring.h>.
@@ -40,6 +40,7 @@ typedef struct { uint64_t user_data; int32_t res; uint32_t flags; } aioc_cqe;
 #include <linux/io_uring.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -54,6 +55,7 @@ typedef struct {
     void *ring_ptr; size_t ring_len;   /* SQ and CQ rings, one mapping (FEAT_SINGLE_MMAP) */
     size_t sqes_len;
     uint64_t overflows;                /* passes that found the CQ overflowed */
+    int disabled;                      /* made R_DISABLED: enabled by the first enter */
 } aioc_ring;
 
 static int aioc_sys_setup(unsigned entries, struct io_uring_params *p) {
@@ -85,9 +87,22 @@ static int aioc_ring_init(aioc_ring *r, unsigned sq_entries, unsigned cq_entries
     memset(r, 0, sizeof(*r));
     r->fd = -1;
     memset(&p, 0, sizeof(p));
-    p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN;
+    /* DEFER_TASKRUN: the kernel finishes requests (a recv copies its data)
+       only inside io_uring_enter, at the point of the pass where epoll's
+       loop would do the same recv itself, not at any system call return;
+       it needs SINGLE_ISSUER, and R_DISABLED leaves the choice of that
+       issuer to the thread that first enters (aioc_ring_enter). */
+    p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP | IORING_SETUP_SUBMIT_ALL
+        | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_R_DISABLED;
     p.cq_entries = cq_entries;
     r->fd = aioc_sys_setup(sq_entries, &p);
+    r->disabled = r->fd >= 0;
+    if (r->fd < 0 && errno == EINVAL) {
+        memset(&p, 0, sizeof(p));
+        p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN;
+        p.cq_entries = cq_entries;
+        r->fd = aioc_sys_setup(sq_entries, &p);
+    }
     if (r->fd < 0 && errno == EINVAL) {  /* an older kernel without the newer flags */
         memset(&p, 0, sizeof(p));
         p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP;
@@ -160,6 +175,11 @@ static int aioc_ring_enter(aioc_ring *r, int wait, long long timeout_ns) {
     unsigned flags = IORING_ENTER_GETEVENTS;
     unsigned submit;
     int n;
+    if (r->disabled) {  /* this thread becomes the ring's one issuer */
+        if (syscall(__NR_io_uring_register, r->fd, IORING_REGISTER_ENABLE_RINGS, NULL, 0) < 0)
+            return -errno;
+        r->disabled = 0;
+    }
     aioc_ring_publish(r);
     submit = aioc_ring_unsubmitted(r);
     if (!wait) {
@@ -215,6 +235,64 @@ static int aioc_ring_poll_remove(aioc_ring *r, uint64_t target, uint64_t user_da
     return 0;
 }
 
+/* recv(fd, buffer, size) / send(fd, data, size, MSG_NOSIGNAL), done by the
+   kernel when the socket is ready.  The memory must stay valid until the
+   completion arrives.  0, or -EBUSY if the SQ is full. */
+static int aioc_ring_recv(aioc_ring *r, int fd, void *buffer, unsigned size, uint64_t user_data) {
+    struct io_uring_sqe *sqe = aioc_ring_sqe(r);
+    if (sqe == NULL)
+        return -EBUSY;
+    sqe->opcode = IORING_OP_RECV;
+    sqe->fd = fd;
+    sqe->addr = (uint64_t)(uintptr_t)buffer;
+    sqe->len = size;
+    sqe->user_data = user_data;
+    return 0;
+}
+
+static int aioc_ring_send(aioc_ring *r, int fd, const void *data, unsigned size, uint64_t user_data) {
+    struct io_uring_sqe *sqe = aioc_ring_sqe(r);
+    if (sqe == NULL)
+        return -EBUSY;
+    sqe->opcode = IORING_OP_SEND;
+    sqe->fd = fd;
+    sqe->addr = (uint64_t)(uintptr_t)data;
+    sqe->len = size;
+    sqe->msg_flags = MSG_NOSIGNAL;
+    sqe->user_data = user_data;
+    return 0;
+}
+
+/* Cancel the request tagged `target` (it completes with -ECANCELED, or with
+   its result if it finished first).  The cancel's own success is skipped. */
+static int aioc_ring_cancel(aioc_ring *r, uint64_t target, uint64_t user_data) {
+    struct io_uring_sqe *sqe = aioc_ring_sqe(r);
+    if (sqe == NULL)
+        return -EBUSY;
+    sqe->opcode = IORING_OP_ASYNC_CANCEL;
+    sqe->fd = -1;
+    sqe->addr = target;
+    sqe->user_data = user_data;
+    if (r->features & IORING_FEAT_CQE_SKIP)
+        sqe->flags = IOSQE_CQE_SKIP_SUCCESS;
+    return 0;
+}
+
+/* Cancel every request in flight: before the ring goes, so that the kernel
+   writes into no buffer after it has been freed.  Its own completion is skipped. */
+static int aioc_ring_cancel_all(aioc_ring *r, uint64_t user_data) {
+    struct io_uring_sqe *sqe = aioc_ring_sqe(r);
+    if (sqe == NULL)
+        return -EBUSY;
+    sqe->opcode = IORING_OP_ASYNC_CANCEL;
+    sqe->fd = -1;
+    sqe->cancel_flags = IORING_ASYNC_CANCEL_ALL | IORING_ASYNC_CANCEL_ANY;
+    sqe->user_data = user_data;
+    if (r->features & IORING_FEAT_CQE_SKIP)
+        sqe->flags = IOSQE_CQE_SKIP_SUCCESS;
+    return 0;
+}
+
 /* Copy up to `max` completions out of the CQ and free their slots.  When the
    kernel had to keep completions aside (the CQ was full: IORING_SQ_CQ_OVERFLOW),
    the next enter with GETEVENTS moves them in; *overflowed says so. */
@@ -263,6 +341,18 @@ static int aioc_ring_poll_add(aioc_ring *r, int fd, uint32_t events, uint64_t us
 }
 static int aioc_ring_poll_remove(aioc_ring *r, uint64_t target, uint64_t user_data) {
     (void)r; (void)target; (void)user_data; return -ENOSYS;
+}
+static int aioc_ring_recv(aioc_ring *r, int fd, void *buffer, unsigned size, uint64_t user_data) {
+    (void)r; (void)fd; (void)buffer; (void)size; (void)user_data; return -ENOSYS;
+}
+static int aioc_ring_send(aioc_ring *r, int fd, const void *data, unsigned size, uint64_t user_data) {
+    (void)r; (void)fd; (void)data; (void)size; (void)user_data; return -ENOSYS;
+}
+static int aioc_ring_cancel(aioc_ring *r, uint64_t target, uint64_t user_data) {
+    (void)r; (void)target; (void)user_data; return -ENOSYS;
+}
+static int aioc_ring_cancel_all(aioc_ring *r, uint64_t user_data) {
+    (void)r; (void)user_data; return -ENOSYS;
 }
 static unsigned aioc_ring_reap(aioc_ring *r, aioc_cqe *out, unsigned max, int *overflowed) {
     (void)r; (void)out; (void)max; *overflowed = 0; return 0;

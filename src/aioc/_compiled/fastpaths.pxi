@@ -171,7 +171,10 @@ cdef int send_all(EventLoop loop, SendAll event, Task task) except -1:
     if err != EAGAIN:
         return loop.schedule_throw(task, os_error(err))
     try:
-        loop.wait_io(fd, True, event, task, event.sock)
+        if loop.uring is not None:
+            loop.uring.start_send(loop, event, task, fd)  # the kernel sends the rest
+        else:
+            loop.wait_io(fd, True, event, task, event.sock)
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as exc:

@@ -14,6 +14,15 @@
 # `registered` holds the directions with a poll in flight.  A poll holds a
 # reference to its file: it is removed as soon as nobody waits on it, or the
 # file would stay open (the peer would not see the close) until it fires.
+#
+# The built-in ReadEvent and SendAll skip readiness: the kernel receives
+# (IORING_OP_RECV) into a buffer of the read's own, and sends what a first
+# send() left (IORING_OP_SEND), holding the data.  Such an op is a UringOp,
+# whose address is its user_data (polls' tags have bit 63 set instead); it
+# lives until its completion, whatever happens to its waiter meanwhile.  A
+# recv whose waiter left is cancelled, but may still complete with data:
+# those bytes are stashed for the next reader of that socket, and a reader
+# that comes while the recv is in flight adopts it.
 
 cdef extern from "_compiled/aioc_io_uring.h" nogil:
     const int AIOC_HAVE_IO_URING
@@ -24,20 +33,37 @@ cdef extern from "_compiled/aioc_io_uring.h" nogil:
     int aioc_ring_enter(aioc_ring *ring, int wait, long long timeout_ns)
     int aioc_ring_poll_add(aioc_ring *ring, int fd, uint32_t events, uint64_t user_data, int multishot)
     int aioc_ring_poll_remove(aioc_ring *ring, uint64_t target, uint64_t user_data)
+    int aioc_ring_recv(aioc_ring *ring, int fd, void *buffer, unsigned size, uint64_t user_data)
+    int aioc_ring_send(aioc_ring *ring, int fd, const void *data, unsigned size, uint64_t user_data)
+    int aioc_ring_cancel(aioc_ring *ring, uint64_t target, uint64_t user_data)
+    int aioc_ring_cancel_all(aioc_ring *ring, uint64_t user_data)
     unsigned aioc_ring_reap(aioc_ring *ring, aioc_cqe *out, unsigned max, int *overflowed)
     int aioc_io_uring_error()
 
 from libc.errno cimport EBUSY, ETIME
 
-# What a completion is about: user_data's bits 32-33 (the fd is bits 0-31,
-# the generation bits 34-63).
+cdef extern from "errno.h" nogil:
+    enum:
+        ECANCELED
+
+# What a poll's completion is about: user_data's bits 32-33 (the fd is bits
+# 0-31, the generation bits 34-62, and bit 63 tells a poll from a UringOp).
 cdef enum:
     KIND_READ = 0                  # one-shot poll for READABLE
     KIND_WRITE = 1                 # one-shot poll for WRITABLE
     KIND_WAKE = 2                  # the wake-up fd's multishot poll
-    KIND_IGNORED = 3               # a removal's own completion
-    GENERATION_MASK = 0x3fffffff
+    KIND_IGNORED = 3               # a removal's or a cancel's own completion
+    KIND_RECV = 4                  # UringOp kinds
+    KIND_SEND = 5
+    GENERATION_MASK = 0x1fffffff
     POLL_NVAL = 0x020              # POLLNVAL: the fd is not open
+    MAX_SEND = 1 << 30             # bytes one SEND is given at most
+    CLOSE_WAIT_NS = 1000000000     # how long closing waits for the kernel to let go of buffers
+
+cdef uint64_t POLL_TAG = 1ULL << 63
+
+# The ring has one issuer (IORING_SETUP_SINGLE_ISSUER): the thread that first ran the loop.
+IO_URING_OTHER_THREAD = "an io_uring loop runs only in the thread that first ran it"
 
 cdef unsigned ring_sq_entries = 1024
 cdef unsigned ring_cq_entries = 8192
@@ -53,7 +79,7 @@ def _set_io_uring_ring_size(unsigned sq_entries, unsigned cq_entries):
 
 
 cdef inline uint64_t poll_tag(int fd, int kind, uint32_t generation) noexcept:
-    return (<uint64_t>generation << 34) | (<uint64_t>kind << 32) | <uint32_t>fd
+    return POLL_TAG | (<uint64_t>generation << 34) | (<uint64_t>kind << 32) | <uint32_t>fd
 
 
 cdef inline uint32_t kind_bit(int kind) noexcept:
@@ -67,6 +93,8 @@ cdef class IoUringBackend(Backend):
         self.ring.fd = -1
 
     def __init__(self):
+        self.stashed = {}
+        self.stash_readers = []
         cdef int rc = aioc_ring_init(&self.ring, ring_sq_entries, ring_cq_entries)
         if rc < 0:
             raise_errno(-rc)
@@ -75,10 +103,12 @@ cdef class IoUringBackend(Backend):
             raise MemoryError()
 
     def __dealloc__(self):
+        self.drain_ops()
         if self.ring.fd >= 0:
             aioc_ring_exit(&self.ring)
         PyMem_Free(self.completions)
         PyMem_Free(self.generations)
+        PyMem_Free(self.ops)
 
     @property
     def _overflows(self):
@@ -90,12 +120,18 @@ cdef class IoUringBackend(Backend):
         cdef uint32_t *generations
         if fd < self.generations_fds:
             return 0
+        cdef UringOp **ops
         size = max(fd + 1, self.generations_fds * 2, 64)
         generations = <uint32_t *>PyMem_Realloc(self.generations, 2 * size * sizeof(uint32_t))
         if generations is NULL:
             raise MemoryError()
         memset(&generations[2 * self.generations_fds], 0, 2 * (size - self.generations_fds) * sizeof(uint32_t))
         self.generations = generations
+        ops = <UringOp **>PyMem_Realloc(self.ops, 2 * size * sizeof(UringOp *))
+        if ops is NULL:
+            raise MemoryError()
+        memset(&ops[2 * self.generations_fds], 0, 2 * (size - self.generations_fds) * sizeof(UringOp *))
+        self.ops = ops
         self.generations_fds = size
         return 0
 
@@ -184,13 +220,38 @@ cdef class IoUringBackend(Backend):
 
     cdef int abandon(self, EventLoop loop, int fd, uint32_t mask) except -1:
         # Unlike epoll's registration, a poll left behind keeps its file open.
-        return self.cancel_bits(loop, fd, mask)
+        self.cancel_bits(loop, fd, mask)
+        if fd < self.generations_fds:
+            if mask & READABLE:
+                self.cancel_op(fd, KIND_READ, False)
+            if mask & WRITABLE:
+                self.cancel_op(fd, KIND_WRITE, False)
+        return 0
+
+    cdef int cancel_op(self, int fd, int direction, bint detach) except -1:
+        """Cancel ``fd``'s recv (or send), whose waiter left; with ``detach``
+        its result is dropped (the socket is going), else a recv's is kept."""
+        cdef UringOp *op = self.ops[2 * fd + direction]
+        if op is NULL or self.ring.fd < 0:
+            return 0
+        if detach:
+            op.detached = True
+            self.ops[2 * fd + direction] = NULL
+        if not op.orphaned:
+            op.orphaned = True
+            while aioc_ring_cancel(&self.ring, <uint64_t><size_t>op, poll_tag(fd, KIND_IGNORED, 0)) == -EBUSY:
+                self.submit_now()
+        return 0
 
     cdef int forget(self, EventLoop loop, int fd) except -1:
         # The socket is closed right after: submit the removals now, so that
         # closing it really closes the file (and the peer sees it at once).
         cdef int rc
         self.cancel_bits(loop, fd, READABLE | WRITABLE)
+        if fd < self.generations_fds:
+            self.cancel_op(fd, KIND_READ, True)
+            self.cancel_op(fd, KIND_WRITE, True)
+            self.stashed.pop(fd, None)
         if self.ring.fd >= 0 and aioc_ring_unsubmitted(&self.ring):  # the waiter's own removal, too
             rc = aioc_ring_enter(&self.ring, 0, 0)
             if rc < 0 and rc != -EINTR and rc != -EAGAIN and rc != -EBUSY:
@@ -213,7 +274,7 @@ cdef class IoUringBackend(Backend):
 
     cdef int poll(self, EventLoop loop, double timeout) except -1:
         cdef int rc, overflowed = 0
-        cdef bint may_block = timeout > 0.0
+        cdef bint may_block = timeout > 0.0 and not self.stash_readers
         cdef long long ns
         cdef aioc_cqe *cqe
         if self.backlog_at == self.backlog_end:
@@ -223,6 +284,8 @@ cdef class IoUringBackend(Backend):
                     rc = aioc_ring_enter(&self.ring, 1, ns)
             else:
                 rc = aioc_ring_enter(&self.ring, 0, 0)
+            if rc == -EEXIST:
+                raise RuntimeError(IO_URING_OTHER_THREAD)
             if rc == -EINTR:
                 PyErr_CheckSignals()  # runs Python signal handlers
             elif rc < 0 and rc != -ETIME and rc != -EBUSY and rc != -EAGAIN:
@@ -236,12 +299,22 @@ cdef class IoUringBackend(Backend):
             cqe = &self.completions[self.backlog_at]
             self.backlog_at += 1  # first: an exception below must not replay it
             self.complete(loop, cqe, may_block)
+        if self.stash_readers:
+            fds, self.stash_readers = self.stash_readers, []
+            for fd in fds:
+                self.deliver_stash(loop, fd)
         return 0
 
     cdef int complete(self, EventLoop loop, aioc_cqe *cqe, bint may_block) except -1:
-        cdef int fd = <int>(cqe.user_data & 0xffffffff)
+        cdef int fd = <int><uint32_t>cqe.user_data
         cdef int kind = <int>((cqe.user_data >> 32) & 3)
-        cdef uint32_t generation = <uint32_t>(cqe.user_data >> 34)
+        cdef UringOp *op
+        if not cqe.user_data & POLL_TAG:
+            op = <UringOp *><size_t>cqe.user_data
+            if op.kind == KIND_RECV:
+                return self.recv_done(loop, op, cqe.res)
+            return self.send_done(loop, op, cqe.res)
+        cdef uint32_t generation = <uint32_t>((cqe.user_data >> 34) & GENERATION_MASK)
         cdef int direction = KIND_WRITE if kind == KIND_WRITE else KIND_READ
         cdef uint32_t mask
         if kind == KIND_IGNORED or fd >= self.generations_fds:
@@ -266,9 +339,229 @@ cdef class IoUringBackend(Backend):
         return 0
 
     cdef int close(self) except -1:
+        self.drain_ops()
         if self.ring.fd >= 0:
             aioc_ring_exit(&self.ring)
+        self.stashed.clear()
         return 0
+
+    # -- completion I/O: recv and send done by the kernel -----------------------
+
+    cdef UringOp *new_op(self, int kind, int fd, object owner) except NULL:
+        cdef UringOp *op = <UringOp *>PyMem_Malloc(sizeof(UringOp))
+        if op is NULL:
+            raise MemoryError()
+        memset(op, 0, sizeof(UringOp))
+        op.kind = kind
+        op.fd = fd
+        Py_INCREF(owner)
+        op.owner = <PyObject *>owner
+        op.next = self.live_ops
+        if op.next is not NULL:
+            op.next.prev = op
+        self.live_ops = op
+        return op
+
+    cdef void free_op(self, UringOp *op) noexcept:
+        # Unlinked first: a finalizer run by a drop below must find the list whole.
+        if op.prev is NULL:
+            self.live_ops = op.next
+        else:
+            op.prev.next = op.next
+        if op.next is not NULL:
+            op.next.prev = op.prev
+        if op.viewed:
+            PyBuffer_Release(&op.view)
+        PyMem_Free(op.buffer)
+        Py_XDECREF(op.data)
+        Py_XDECREF(op.event)
+        Py_XDECREF(op.owner)
+        PyMem_Free(op)
+
+    cdef int submit_op(self, UringOp *op) except -1:
+        cdef const char *data
+        cdef Py_ssize_t size
+        if op.kind == KIND_RECV:
+            while aioc_ring_recv(&self.ring, op.fd, op.buffer, <unsigned>op.size, <uint64_t><size_t>op) == -EBUSY:
+                self.submit_now()
+            return 0
+        # The op's own data and offset: fields of the event that Python code
+        # reassigns meanwhile never point the kernel at other memory.
+        data = <const char *>op.view.buf if op.viewed else PyBytes_AS_STRING(<object>op.data)
+        size = min(op.size - op.offset, <Py_ssize_t>MAX_SEND)
+        while aioc_ring_send(&self.ring, op.fd, data + op.offset, <unsigned>size, <uint64_t><size_t>op) == -EBUSY:
+            self.submit_now()
+        return 0
+
+    cdef int start_recv(self, int fd, object sock, Py_ssize_t size) except -1:
+        cdef UringOp *op = self.new_op(KIND_RECV, fd, sock)
+        op.buffer = <char *>PyMem_Malloc(size)
+        if op.buffer is NULL:
+            self.free_op(op)
+            raise MemoryError()
+        op.size = size
+        try:
+            self.submit_op(op)
+        except BaseException:
+            self.free_op(op)
+            raise
+        self.ops[2 * fd + KIND_READ] = op
+        return 0
+
+    cdef int start_send(self, EventLoop loop, SendAll event, Task task, int fd) except -1:
+        """Wait in ``fd``'s writer place while the kernel sends the rest of ``event``'s data."""
+        cdef UringOp *op
+        loop.claim_io(fd, True)
+        self.ensure(fd)
+        op = self.new_op(KIND_SEND, fd, event.sock)
+        Py_INCREF(event)
+        op.event = <PyObject *>event
+        data = event._data
+        Py_INCREF(data)  # the kernel reads it until the completion
+        op.data = <PyObject *>data
+        op.offset = event._sent  # send_all checked it: 0 <= sent < size
+        try:
+            if type(data) is bytes:
+                op.size = PyBytes_GET_SIZE(data)
+            else:
+                PyObject_GetBuffer(data, &op.view, PyBUF_SIMPLE)
+                op.viewed = True
+                op.size = op.view.len
+            self.submit_op(op)
+        except BaseException:
+            self.free_op(op)
+            raise
+        self.ops[2 * fd + KIND_WRITE] = op
+        return loop.enlist_io(fd, True, event, task, event.sock)
+
+    cdef int recv_done(self, EventLoop loop, UringOp *op, int res) except -1:
+        cdef int fd = op.fd
+        cdef FdSlot *slot
+        cdef Py_ssize_t nbytes
+        cdef Task task
+        cdef object sock = <object>op.owner
+        if not op.detached and self.ops[2 * fd + KIND_READ] == op:
+            self.ops[2 * fd + KIND_READ] = NULL
+        slot = &loop.fds.slots[fd]
+        waited = (not op.orphaned and not op.detached and slot.reader_task is not NULL
+                  and slot.reader_owner == op.owner and type(<object>slot.reader_event) is ReadEvent)
+        try:
+            if not waited:
+                if res > 0 and not op.detached:  # received for a reader that left: keep it
+                    self.stash(fd, sock, PyBytes_FromStringAndSize(op.buffer, res))
+                return 0
+            nbytes = (<ReadEvent>slot.reader_event)._nbytes
+            if res == -ECANCELED:  # cancelled, then adopted by a new reader: receive anew
+                return self.start_recv(fd, sock, nbytes)
+            task = loop.take_io_waiter(fd, False)
+            if res < 0:
+                return loop.schedule_throw(task, os_error(-res))
+            if res > nbytes:  # an adopted recv asked for more than this reader wants
+                self.stash(fd, sock, PyBytes_FromStringAndSize(op.buffer + nbytes, res - nbytes))
+                res = <int>nbytes
+            return loop.push(task, PyBytes_FromStringAndSize(op.buffer, res))
+        finally:
+            self.free_op(op)
+
+    cdef int send_done(self, EventLoop loop, UringOp *op, int res) except -1:
+        cdef int fd = op.fd
+        cdef FdSlot *slot
+        cdef SendAll event = <SendAll>op.event
+        cdef Task task
+        if res > 0:
+            op.offset += res
+            event._sent += res
+        slot = &loop.fds.slots[fd]
+        waited = (not op.orphaned and not op.detached and slot.writer_event == op.event)
+        if waited and (res >= 0 or res == -ECANCELED) and op.offset < op.size:
+            return self.submit_op(op)  # a short send: the rest, with the same op
+        if not op.detached and self.ops[2 * fd + KIND_WRITE] == op:
+            self.ops[2 * fd + KIND_WRITE] = NULL
+        try:
+            if not waited:
+                return 0
+            task = loop.take_io_waiter(fd, True)
+            if res < 0 and res != -ECANCELED:
+                return loop.schedule_throw(task, os_error(-res))
+            return loop.push(task, event._sent)
+        finally:
+            self.free_op(op)
+
+    cdef int stash(self, int fd, object sock, object data) except -1:
+        entry = self.stashed.get(fd)
+        if entry is not None and entry[0]() is sock:
+            data = entry[1] + data
+        self.stashed[fd] = (weak_owner(sock), data)
+        return 0
+
+    cdef bint has_stash(self, int fd, object sock):
+        entry = self.stashed.get(fd)
+        return entry is not None and entry[0] is not None and entry[0]() is sock
+
+    cdef int deliver_stash(self, EventLoop loop, int fd) except -1:
+        """Hand ``fd``'s waiting reader its stashed bytes, with what the socket
+        holds behind them: what one recv would return on epoll at this point."""
+        cdef FdSlot *slot = &loop.fds.slots[fd]
+        cdef ReadEvent event
+        cdef Py_ssize_t room
+        cdef ssize_t n
+        if slot.reader_task is NULL or type(<object>slot.reader_event) is not ReadEvent:
+            return 0  # it left: the bytes stay for the next reader
+        event = <ReadEvent>slot.reader_event
+        if slot.reader_owner != <PyObject *>event.sock:
+            return 0
+        data = self.take_stash(fd, event.sock, event._nbytes)
+        if data is None:  # gone with its socket: receive for this reader after all
+            return self.start_recv(fd, event.sock, event._nbytes)
+        room = min(event._nbytes - len(data), <Py_ssize_t>READ_BUFFER_SIZE)
+        if room > 0 and self.ops[2 * fd + KIND_READ] is NULL:  # never ahead of a recv in flight
+            n = recv(fd, loop.read_buffer, room, MSG_DONTWAIT)
+            if n > 0:
+                data += PyBytes_FromStringAndSize(loop.read_buffer, n)
+        return loop.push(loop.take_io_waiter(fd, False), data)
+
+    cdef object take_stash(self, int fd, object sock, Py_ssize_t nbytes):
+        """Up to ``nbytes`` that readers of ``sock`` left behind, or None."""
+        entry = self.stashed.pop(fd, None)
+        if entry is None or entry[0] is None or entry[0]() is not sock:
+            return None  # none, or another socket's that had this number
+        data = entry[1]
+        if len(data) > nbytes:
+            self.stashed[fd] = (entry[0], data[nbytes:])
+            data = data[:nbytes]
+        return data
+
+    cdef void drain_ops(self) noexcept:
+        # The kernel writes into recv buffers and reads send data until each
+        # op completes: cancel them all and wait for their completions before
+        # anything is freed.  Ops still owned after CLOSE_WAIT_NS are leaked,
+        # never freed under the kernel.
+        cdef int overflowed = 0
+        cdef unsigned n, i
+        cdef double give_up
+        cdef UringOp *op
+        if self.live_ops is NULL or self.ring.fd < 0:
+            return
+        give_up = monotonic() + CLOSE_WAIT_NS * 1e-9
+        if aioc_ring_cancel_all(&self.ring, poll_tag(0, KIND_IGNORED, 0)) < 0:
+            aioc_ring_enter(&self.ring, 0, 0)
+            if aioc_ring_cancel_all(&self.ring, poll_tag(0, KIND_IGNORED, 0)) < 0:
+                self.live_ops = NULL
+                return
+        cdef int rc
+        while self.live_ops is not NULL and monotonic() < give_up:
+            with nogil:
+                rc = aioc_ring_enter(&self.ring, 1, 10000000)
+            if rc == -EEXIST:  # not the ring's thread: it cannot reap here
+                break
+            n = aioc_ring_reap(&self.ring, self.completions, self.ring.cq_entries, &overflowed)
+            for i in range(n):
+                if not self.completions[i].user_data & POLL_TAG:
+                    op = <UringOp *><size_t>self.completions[i].user_data
+                    if self.ops[2 * op.fd + (KIND_WRITE if op.kind == KIND_SEND else KIND_READ)] == op:
+                        self.ops[2 * op.fd + (KIND_WRITE if op.kind == KIND_SEND else KIND_READ)] = NULL
+                    self.free_op(op)
+        self.live_ops = NULL  # what is left is leaked on purpose
 
 
 cdef int io_uring_errno = -1      # -1: not probed yet; 0: io_uring works
@@ -280,3 +573,47 @@ cdef int probe_io_uring() noexcept:
     if io_uring_errno < 0:
         io_uring_errno = aioc_io_uring_error()
     return io_uring_errno
+
+
+# -- the built-in events' completion I/O -------------------------------------------
+
+cdef inline bint uring_can_read(ReadEvent event) noexcept:
+    return is_socket(event.sock)
+
+
+cdef int uring_read(EventLoop loop, ReadEvent event, Task task) except -1:
+    """A ReadEvent on io_uring: the kernel receives into the read's own buffer.
+
+    Whichever way a ReadEvent waits (yielded, or through its _yield under a
+    Timeout), it comes here: bytes stashed for its socket must come first.
+    """
+    cdef object sock = event.sock
+    cdef int fd = aioc_socket_fd(sock)
+    cdef IoUringBackend ring = loop.uring
+    cdef UringOp *op
+    if fd < 0:
+        return loop.yield_guarded(event, task)  # refuses the closed socket as usual
+    try:
+        ring.ensure(fd)
+        if ring.stashed and ring.has_stash(fd, sock):
+            # Delivered after the next enter, where epoll's loop would recv.
+            loop.claim_io(fd, False)
+            ring.stash_readers.append(fd)
+            return loop.enlist_io(fd, False, event, task, sock)
+        if event._nbytes > READ_BUFFER_SIZE:  # no buffer that large per read: readiness, then recv
+            return loop.wait_io(fd, False, event, task, sock)
+        loop.claim_io(fd, False)
+        op = ring.ops[2 * fd + KIND_READ]
+        if op is not NULL and op.owner == <PyObject *>sock:
+            op.orphaned = False  # a recv its last reader left: its data is ours
+        else:
+            if op is not NULL:  # another socket's, that had this number
+                op.detached = True
+                ring.ops[2 * fd + KIND_READ] = NULL
+            ring.start_recv(fd, sock, event._nbytes)
+        return loop.enlist_io(fd, False, event, task, sock)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:
+        loop.unwait(task)
+        return loop.schedule_throw(task, exc)
