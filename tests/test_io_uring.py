@@ -161,8 +161,10 @@ def test_a_burst_of_readiness_reaches_every_waiter(aio, loop, runner, socketpair
 @needs_io_uring
 def test_a_completion_queue_too_small_for_the_burst_loses_nothing(socketpair, fd_limit):
     # 8 CQ entries for 300 completions: the kernel keeps the overflow aside
-    # (IORING_FEAT_NODROP) and the backend reaps it in later passes.
-    previous = _loop_c._set_io_uring_ring_size(4, 8)
+    # (IORING_FEAT_NODROP) and the backend reaps it in later passes.  And 2
+    # recv buffers for 300 readers: the recvs that find none (ENOBUFS) are
+    # submitted again once the buffers are back.
+    previous = _loop_c._set_io_uring_ring_size(4, 8, 2)
     try:
         loop = _loop_c.EventLoop(backend="io_uring")
     finally:

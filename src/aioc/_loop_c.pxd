@@ -178,7 +178,6 @@ cdef struct UringOp:
     PyObject *owner            # owned: the socket
     PyObject *event            # owned: the SendAll it sends for (its `sent` is kept up)
     PyObject *data             # owned: the bytes object a send reads, taken when it starts
-    char *buffer               # recv: owned, `size` bytes
     Py_ssize_t size            # recv: bytes asked; send: bytes of the data
     Py_ssize_t offset          # send: where the kernel is in the data
     Py_buffer view             # send of a non-bytes buffer: held until the completion
@@ -209,7 +208,7 @@ cdef class IoUringBackend(Backend):
     cdef int submit_op(self, UringOp *op) except -1
     cdef int start_recv(self, int fd, object sock, Py_ssize_t size) except -1
     cdef int start_send(self, EventLoop loop, SendAll event, Task task, int fd) except -1
-    cdef int recv_done(self, EventLoop loop, UringOp *op, int res) except -1
+    cdef int recv_done(self, EventLoop loop, UringOp *op, int res, uint32_t flags) except -1
     cdef int send_done(self, EventLoop loop, UringOp *op, int res) except -1
     cdef int stash(self, int fd, object sock, object data) except -1
     cdef object take_stash(self, int fd, object sock, Py_ssize_t nbytes)

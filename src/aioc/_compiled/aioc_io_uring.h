@@ -34,6 +34,8 @@ typedef struct { uint64_t user_data; int32_t res; uint32_t flags; } aioc_cqe;
 
 /* IORING_CQE_F_MORE: a multishot request stays armed after this completion. */
 #define AIOC_CQE_MORE (1U << 1)
+/* IORING_CQE_F_BUFFER: the completion used provided buffer flags >> 16. */
+#define AIOC_CQE_BUFFER (1U << 0)
 
 #if AIOC_HAVE_IO_URING
 
@@ -56,6 +58,13 @@ typedef struct {
     size_t sqes_len;
     uint64_t overflows;                /* passes that found the CQ overflowed */
     int disabled;                      /* made R_DISABLED: enabled by the first enter */
+    /* Provided buffers (IORING_REGISTER_PBUF_RING): the kernel picks one
+       only when a recv has data, so a waiting reader holds no memory. */
+    struct io_uring_buf_ring *buf_ring;
+    size_t buf_ring_len;
+    char *buf_memory;
+    unsigned buf_count, buf_size;
+    uint16_t buf_tail;
 } aioc_ring;
 
 static int aioc_sys_setup(unsigned entries, struct io_uring_params *p) {
@@ -65,6 +74,15 @@ static int aioc_sys_setup(unsigned entries, struct io_uring_params *p) {
 static int aioc_sys_enter(int fd, unsigned submit, unsigned min_complete, unsigned flags,
                           void *arg, size_t argsz) {
     return (int)syscall(__NR_io_uring_enter, fd, submit, min_complete, flags, arg, argsz);
+}
+
+static void aioc_ring_free_buffers(aioc_ring *r) {
+    if (r->buf_ring != NULL)
+        munmap(r->buf_ring, r->buf_ring_len);
+    if (r->buf_memory != NULL)
+        munmap(r->buf_memory, (size_t)r->buf_count * r->buf_size);
+    r->buf_ring = NULL;
+    r->buf_memory = NULL;
 }
 
 static void aioc_ring_unmap(aioc_ring *r) {
@@ -154,7 +172,57 @@ static int aioc_ring_init(aioc_ring *r, unsigned sq_entries, unsigned cq_entries
 }
 
 static void aioc_ring_exit(aioc_ring *r) {
-    aioc_ring_unmap(r);
+    aioc_ring_unmap(r);        /* the ring first: the kernel lets go of the buffers with it */
+    aioc_ring_free_buffers(r);
+}
+
+/* Give buffer `bid` (back) to the kernel. */
+static void aioc_ring_return_buffer(aioc_ring *r, unsigned bid) {
+    struct io_uring_buf *buf = &r->buf_ring->bufs[r->buf_tail & (r->buf_count - 1)];
+    buf->addr = (uint64_t)(uintptr_t)(r->buf_memory + (size_t)bid * r->buf_size);
+    buf->len = r->buf_size;
+    buf->bid = (uint16_t)bid;
+    r->buf_tail++;
+    __atomic_store_n(&r->buf_ring->tail, r->buf_tail, __ATOMIC_RELEASE);
+}
+
+static char *aioc_ring_buffer(aioc_ring *r, unsigned bid) {
+    return r->buf_memory + (size_t)bid * r->buf_size;
+}
+
+/* `count` (a power of two) buffers of `size` bytes for recv to pick from,
+   mapped lazily: untouched pages cost nothing.  0, or -errno. */
+static int aioc_ring_provide_buffers(aioc_ring *r, unsigned count, unsigned size) {
+    struct io_uring_buf_reg reg;
+    unsigned i;
+    r->buf_ring_len = count * sizeof(struct io_uring_buf);
+    r->buf_ring = mmap(NULL, r->buf_ring_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (r->buf_ring == MAP_FAILED) {
+        r->buf_ring = NULL;
+        return -errno;
+    }
+    r->buf_memory = mmap(NULL, (size_t)count * size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (r->buf_memory == MAP_FAILED) {
+        int err = errno;
+        r->buf_memory = NULL;
+        aioc_ring_free_buffers(r);
+        return -err;
+    }
+    r->buf_count = count;
+    r->buf_size = size;
+    memset(&reg, 0, sizeof(reg));
+    reg.ring_addr = (uint64_t)(uintptr_t)r->buf_ring;
+    reg.ring_entries = count;
+    reg.bgid = 0;
+    if (syscall(__NR_io_uring_register, r->fd, IORING_REGISTER_PBUF_RING, &reg, 1) < 0) {
+        int err = errno;
+        aioc_ring_free_buffers(r);
+        return -err;
+    }
+    r->buf_tail = 0;
+    for (i = 0; i < count; i++)
+        aioc_ring_return_buffer(r, i);
+    return 0;
 }
 
 /* SQEs prepared but not yet taken by the kernel. */
@@ -235,17 +303,18 @@ static int aioc_ring_poll_remove(aioc_ring *r, uint64_t target, uint64_t user_da
     return 0;
 }
 
-/* recv(fd, buffer, size) / send(fd, data, size, MSG_NOSIGNAL), done by the
-   kernel when the socket is ready.  The memory must stay valid until the
-   completion arrives.  0, or -EBUSY if the SQ is full. */
-static int aioc_ring_recv(aioc_ring *r, int fd, void *buffer, unsigned size, uint64_t user_data) {
+/* recv(fd, <a provided buffer>, size) / send(fd, data, size, MSG_NOSIGNAL),
+   done by the kernel when the socket is ready.  The data must stay valid
+   until the completion arrives.  0, or -EBUSY if the SQ is full. */
+static int aioc_ring_recv(aioc_ring *r, int fd, unsigned size, uint64_t user_data) {
     struct io_uring_sqe *sqe = aioc_ring_sqe(r);
     if (sqe == NULL)
         return -EBUSY;
     sqe->opcode = IORING_OP_RECV;
     sqe->fd = fd;
-    sqe->addr = (uint64_t)(uintptr_t)buffer;
-    sqe->len = size;
+    sqe->len = size;  /* at most: the buffer the kernel picks may be smaller */
+    sqe->flags = IOSQE_BUFFER_SELECT;
+    sqe->buf_group = 0;
     sqe->user_data = user_data;
     return 0;
 }
@@ -321,8 +390,9 @@ static int aioc_io_uring_error(void) {
     int rc = aioc_ring_init(&r, 4, 8);
     if (rc < 0)
         return -rc;
+    rc = aioc_ring_provide_buffers(&r, 1, 4096);  /* provided buffer rings: Linux 5.19 */
     aioc_ring_exit(&r);
-    return 0;
+    return rc < 0 ? -rc : 0;
 }
 
 #else  /* no io_uring: stubs */
@@ -342,9 +412,14 @@ static int aioc_ring_poll_add(aioc_ring *r, int fd, uint32_t events, uint64_t us
 static int aioc_ring_poll_remove(aioc_ring *r, uint64_t target, uint64_t user_data) {
     (void)r; (void)target; (void)user_data; return -ENOSYS;
 }
-static int aioc_ring_recv(aioc_ring *r, int fd, void *buffer, unsigned size, uint64_t user_data) {
-    (void)r; (void)fd; (void)buffer; (void)size; (void)user_data; return -ENOSYS;
+static int aioc_ring_recv(aioc_ring *r, int fd, unsigned size, uint64_t user_data) {
+    (void)r; (void)fd; (void)size; (void)user_data; return -ENOSYS;
 }
+static int aioc_ring_provide_buffers(aioc_ring *r, unsigned count, unsigned size) {
+    (void)r; (void)count; (void)size; return -ENOSYS;
+}
+static void aioc_ring_return_buffer(aioc_ring *r, unsigned bid) { (void)r; (void)bid; }
+static char *aioc_ring_buffer(aioc_ring *r, unsigned bid) { (void)r; (void)bid; return NULL; }
 static int aioc_ring_send(aioc_ring *r, int fd, const void *data, unsigned size, uint64_t user_data) {
     (void)r; (void)fd; (void)data; (void)size; (void)user_data; return -ENOSYS;
 }

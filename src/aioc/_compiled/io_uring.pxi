@@ -16,8 +16,10 @@
 # file would stay open (the peer would not see the close) until it fires.
 #
 # The built-in ReadEvent and SendAll skip readiness: the kernel receives
-# (IORING_OP_RECV) into a buffer of the read's own, and sends what a first
-# send() left (IORING_OP_SEND), holding the data.  Such an op is a UringOp,
+# (IORING_OP_RECV) into a buffer it picks from a provided-buffer ring only
+# once data is there (a waiting reader holds no memory; the bytes are copied
+# out and the buffer given back at once), and sends what a first send()
+# left (IORING_OP_SEND), holding the data.  Such an op is a UringOp,
 # whose address is its user_data (polls' tags have bit 63 set instead); it
 # lives until its completion, whatever happens to its waiter meanwhile.  A
 # recv whose waiter left is cancelled, but may still complete with data:
@@ -33,7 +35,11 @@ cdef extern from "_compiled/aioc_io_uring.h" nogil:
     int aioc_ring_enter(aioc_ring *ring, int wait, long long timeout_ns)
     int aioc_ring_poll_add(aioc_ring *ring, int fd, uint32_t events, uint64_t user_data, int multishot)
     int aioc_ring_poll_remove(aioc_ring *ring, uint64_t target, uint64_t user_data)
-    int aioc_ring_recv(aioc_ring *ring, int fd, void *buffer, unsigned size, uint64_t user_data)
+    int aioc_ring_recv(aioc_ring *ring, int fd, unsigned size, uint64_t user_data)
+    int aioc_ring_provide_buffers(aioc_ring *ring, unsigned count, unsigned size)
+    void aioc_ring_return_buffer(aioc_ring *ring, unsigned bid)
+    char *aioc_ring_buffer(aioc_ring *ring, unsigned bid)
+    const unsigned AIOC_CQE_BUFFER
     int aioc_ring_send(aioc_ring *ring, int fd, const void *data, unsigned size, uint64_t user_data)
     int aioc_ring_cancel(aioc_ring *ring, uint64_t target, uint64_t user_data)
     int aioc_ring_cancel_all(aioc_ring *ring, uint64_t user_data)
@@ -45,6 +51,7 @@ from libc.errno cimport EBUSY, ETIME
 cdef extern from "errno.h" nogil:
     enum:
         ECANCELED
+        ENOBUFS
 
 # What a poll's completion is about: user_data's bits 32-33 (the fd is bits
 # 0-31, the generation bits 34-62, and bit 63 tells a poll from a UringOp).
@@ -67,14 +74,16 @@ IO_URING_OTHER_THREAD = "an io_uring loop runs only in the thread that first ran
 
 cdef unsigned ring_sq_entries = 1024
 cdef unsigned ring_cq_entries = 8192
+cdef unsigned ring_buffers = 64     # provided recv buffers of READ_BUFFER_SIZE (a power of two)
 
 
-def _set_io_uring_ring_size(unsigned sq_entries, unsigned cq_entries):
-    """Ring sizes for io_uring loops made from now on; for tests of a full CQ.
-    Returns the previous sizes."""
-    global ring_sq_entries, ring_cq_entries
-    previous = (ring_sq_entries, ring_cq_entries)
-    ring_sq_entries, ring_cq_entries = sq_entries, cq_entries
+def _set_io_uring_ring_size(unsigned sq_entries, unsigned cq_entries, unsigned buffers=64):
+    """Ring sizes (and recv buffers) for io_uring loops made from now on; for
+    tests of a full CQ or of readers outnumbering buffers.  Returns the
+    previous values."""
+    global ring_sq_entries, ring_cq_entries, ring_buffers
+    previous = (ring_sq_entries, ring_cq_entries, ring_buffers)
+    ring_sq_entries, ring_cq_entries, ring_buffers = sq_entries, cq_entries, buffers
     return previous
 
 
@@ -96,6 +105,9 @@ cdef class IoUringBackend(Backend):
         self.stashed = {}
         self.stash_readers = []
         cdef int rc = aioc_ring_init(&self.ring, ring_sq_entries, ring_cq_entries)
+        if rc < 0:
+            raise_errno(-rc)
+        rc = aioc_ring_provide_buffers(&self.ring, ring_buffers, READ_BUFFER_SIZE)
         if rc < 0:
             raise_errno(-rc)
         self.completions = <aioc_cqe *>PyMem_Malloc(self.ring.cq_entries * sizeof(aioc_cqe))
@@ -312,7 +324,7 @@ cdef class IoUringBackend(Backend):
         if not cqe.user_data & POLL_TAG:
             op = <UringOp *><size_t>cqe.user_data
             if op.kind == KIND_RECV:
-                return self.recv_done(loop, op, cqe.res)
+                return self.recv_done(loop, op, cqe.res, cqe.flags)
             return self.send_done(loop, op, cqe.res)
         cdef uint32_t generation = <uint32_t>((cqe.user_data >> 34) & GENERATION_MASK)
         cdef int direction = KIND_WRITE if kind == KIND_WRITE else KIND_READ
@@ -372,7 +384,6 @@ cdef class IoUringBackend(Backend):
             op.next.prev = op.prev
         if op.viewed:
             PyBuffer_Release(&op.view)
-        PyMem_Free(op.buffer)
         Py_XDECREF(op.data)
         Py_XDECREF(op.event)
         Py_XDECREF(op.owner)
@@ -382,7 +393,7 @@ cdef class IoUringBackend(Backend):
         cdef const char *data
         cdef Py_ssize_t size
         if op.kind == KIND_RECV:
-            while aioc_ring_recv(&self.ring, op.fd, op.buffer, <unsigned>op.size, <uint64_t><size_t>op) == -EBUSY:
+            while aioc_ring_recv(&self.ring, op.fd, <unsigned>op.size, <uint64_t><size_t>op) == -EBUSY:
                 self.submit_now()
             return 0
         # The op's own data and offset: fields of the event that Python code
@@ -395,11 +406,7 @@ cdef class IoUringBackend(Backend):
 
     cdef int start_recv(self, int fd, object sock, Py_ssize_t size) except -1:
         cdef UringOp *op = self.new_op(KIND_RECV, fd, sock)
-        op.buffer = <char *>PyMem_Malloc(size)
-        if op.buffer is NULL:
-            self.free_op(op)
-            raise MemoryError()
-        op.size = size
+        op.size = size  # at most READ_BUFFER_SIZE, the provided buffers' size
         try:
             self.submit_op(op)
         except BaseException:
@@ -434,21 +441,26 @@ cdef class IoUringBackend(Backend):
         self.ops[2 * fd + KIND_WRITE] = op
         return loop.enlist_io(fd, True, event, task, event.sock)
 
-    cdef int recv_done(self, EventLoop loop, UringOp *op, int res) except -1:
+    cdef int recv_done(self, EventLoop loop, UringOp *op, int res, uint32_t flags) except -1:
         cdef int fd = op.fd
         cdef FdSlot *slot
         cdef Py_ssize_t nbytes
         cdef Task task
         cdef object sock = <object>op.owner
-        if not op.detached and self.ops[2 * fd + KIND_READ] == op:
-            self.ops[2 * fd + KIND_READ] = NULL
+        cdef char *buffer = NULL
         slot = &loop.fds.slots[fd]
         waited = (not op.orphaned and not op.detached and slot.reader_task is not NULL
                   and slot.reader_owner == op.owner and type(<object>slot.reader_event) is ReadEvent)
+        if res == -ENOBUFS and waited:
+            return self.submit_op(op)  # every buffer was taken: the next enter has them back
+        if not op.detached and self.ops[2 * fd + KIND_READ] == op:
+            self.ops[2 * fd + KIND_READ] = NULL
+        if flags & AIOC_CQE_BUFFER:
+            buffer = aioc_ring_buffer(&self.ring, flags >> 16)
         try:
             if not waited:
                 if res > 0 and not op.detached:  # received for a reader that left: keep it
-                    self.stash(fd, sock, PyBytes_FromStringAndSize(op.buffer, res))
+                    self.stash(fd, sock, PyBytes_FromStringAndSize(buffer, res))
                 return 0
             nbytes = (<ReadEvent>slot.reader_event)._nbytes
             if res == -ECANCELED:  # cancelled, then adopted by a new reader: receive anew
@@ -457,10 +469,12 @@ cdef class IoUringBackend(Backend):
             if res < 0:
                 return loop.schedule_throw(task, os_error(-res))
             if res > nbytes:  # an adopted recv asked for more than this reader wants
-                self.stash(fd, sock, PyBytes_FromStringAndSize(op.buffer + nbytes, res - nbytes))
+                self.stash(fd, sock, PyBytes_FromStringAndSize(buffer + nbytes, res - nbytes))
                 res = <int>nbytes
-            return loop.push(task, PyBytes_FromStringAndSize(op.buffer, res))
+            return loop.push(task, PyBytes_FromStringAndSize(buffer, res))
         finally:
+            if buffer is not NULL:  # copied out: the kernel may fill it again
+                aioc_ring_return_buffer(&self.ring, flags >> 16)
             self.free_op(op)
 
     cdef int send_done(self, EventLoop loop, UringOp *op, int res) except -1:
