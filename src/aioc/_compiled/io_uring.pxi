@@ -53,6 +53,9 @@ cdef extern from "errno.h" nogil:
         ECANCELED
         ENOBUFS
 
+cdef extern from "Python.h":
+    const Py_ssize_t PY_SSIZE_T_MAX
+
 # What a poll's completion is about: user_data's bits 32-33 (the fd is bits
 # 0-31, the generation bits 34-62, and bit 63 tells a poll from a UringOp).
 cdef enum:
@@ -484,7 +487,8 @@ cdef class IoUringBackend(Backend):
         cdef Task task
         if res > 0:
             op.offset += res
-            event._sent += res
+            if event._sent <= PY_SSIZE_T_MAX - res:  # Python code may have set it to anything
+                event._sent += res
         slot = &loop.fds.slots[fd]
         waited = (not op.orphaned and not op.detached and slot.writer_event == op.event)
         if waited and (res >= 0 or res == -ECANCELED) and op.offset < op.size:
