@@ -457,3 +457,31 @@ def test_an_io_uring_loop_refuses_clearly_to_run_in_a_second_thread():
         thread.join(5)
         assert errors == ["an io_uring loop runs only in the thread that first ran it"]
         loop.run_until_complete(nap())  # still fine in its own thread
+
+
+def test_a_connection_coming_as_its_acceptor_is_cancelled_reaches_the_next(aio, loop, runner, listener, sockets):
+    lsock = listener()
+    lsock.setblocking(False)
+
+    def acceptor():
+        return (yield aio.AcceptEvent(lsock))
+
+    def main():
+        served = []
+        for round in range(10):
+            task = yield aio.Spawn(acceptor())
+            yield aio.Sleep(0)  # it waits: an accept in flight on io_uring
+            client = socket.create_connection(lsock.getsockname(), timeout=2)
+            sockets.append(client)
+            task.cancel()  # the connection and the cancel reach the kernel in the same pass
+            try:
+                yield aio.Join(task)
+            except aio.Cancelled:
+                pass
+            conn, _ = yield aio.Timeout(aio.AcceptEvent(lsock), 2.0)
+            sockets.append(conn)
+            client.sendall(b"%d" % round)
+            served.append((yield aio.Timeout(aio.ReadEvent(conn), 2.0)))
+        return served
+
+    assert runner.complete(main()) == [b"%d" % round for round in range(10)]

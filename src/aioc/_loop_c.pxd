@@ -171,7 +171,7 @@ cdef class SelectBackend(Backend):
 # A recv or send the kernel does for a built-in event (io_uring only).  Its
 # address is its completion's user_data; it lives until that completion.
 cdef struct UringOp:
-    int kind                   # KIND_RECV or KIND_SEND
+    int kind                   # KIND_RECV, KIND_SEND or KIND_ACCEPT
     int fd
     bint orphaned              # its waiter left: a recv's data is kept, a send's result dropped
     bint detached              # no longer its fd's op (the socket was forgotten): dropped
@@ -182,6 +182,8 @@ cdef struct UringOp:
     Py_ssize_t offset          # send: where the kernel is in the data
     Py_buffer view             # send of a non-bytes buffer: held until the completion
     bint viewed
+    char address[128]          # accept: the peer's sockaddr_storage, written by the kernel
+    unsigned address_length
     UringOp *prev              # the backend's list of live ops
     UringOp *next
 
@@ -210,6 +212,8 @@ cdef class IoUringBackend(Backend):
     cdef int start_send(self, EventLoop loop, SendAll event, Task task, int fd) except -1
     cdef int recv_done(self, EventLoop loop, UringOp *op, int res, uint32_t flags) except -1
     cdef int send_done(self, EventLoop loop, UringOp *op, int res) except -1
+    cdef int start_accept(self, int fd, object listener) except -1
+    cdef int accept_done(self, EventLoop loop, UringOp *op, int res) except -1
     cdef int stash(self, int fd, object sock, object data) except -1
     cdef object take_stash(self, int fd, object sock, Py_ssize_t nbytes)
     cdef bint has_stash(self, int fd, object sock)

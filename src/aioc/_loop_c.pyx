@@ -418,9 +418,13 @@ cdef class EventLoop:
     # -- the contract with events (aioc.lowlevel) -----------------------------
 
     cpdef wait_readable(self, fd, event, Task task, owner=None):
-        if self.uring is not None and type(event) is ReadEvent and uring_can_read(<ReadEvent>event):
-            uring_read(self, <ReadEvent>event, task)  # a ReadEvent under a Timeout, say
-            return
+        if self.uring is not None:  # the built-in events under a Timeout, say
+            if type(event) is ReadEvent and uring_can_read(<ReadEvent>event):
+                uring_read(self, <ReadEvent>event, task)
+                return
+            if type(event) is AcceptEvent and is_inet_socket((<AcceptEvent>event).sock):
+                uring_accept(self, <AcceptEvent>event, task)
+                return
         self.wait_io(check_fd(fd), False, event, task, owner)
 
     cpdef wait_writable(self, fd, event, Task task, owner=None):
@@ -688,7 +692,10 @@ cdef class EventLoop:
                 self.wait_task((<Join>event).task, event, task)
             elif kind is AcceptEvent:
                 sock = (<AcceptEvent>event).sock
-                self.wait_io(socket_fd(sock), False, event, task, sock)
+                if self.uring is not None and is_inet_socket(sock) and socket_fd(sock) >= 0:
+                    uring_accept(self, <AcceptEvent>event, task)
+                else:
+                    self.wait_io(socket_fd(sock), False, event, task, sock)
             else:
                 method = getattr(event, "_yield", None)
                 if method is None:

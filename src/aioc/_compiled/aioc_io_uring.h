@@ -2,7 +2,8 @@
    io_uring backend (io_uring.pxi).
 
    Raw system calls rather than liburing: the loop needs a handful of
-   operations (poll, recv, send, their cancellation, one enter per pass), liburing would have to
+   operations (poll, recv, send, accept, their cancellation, one enter per
+   pass), liburing would have to
    be bundled into every wheel or be present on every target, and its inline
    helpers change between releases.  The ring protocol itself is the stable
    kernel ABI of <linux/io_uring.h>.
@@ -332,6 +333,22 @@ static int aioc_ring_send(aioc_ring *r, int fd, const void *data, unsigned size,
     return 0;
 }
 
+/* accept4(fd, address, length, SOCK_NONBLOCK | SOCK_CLOEXEC), done by the
+   kernel when a connection comes; `address` and `length` must stay valid
+   until the completion.  0, or -EBUSY if the SQ is full. */
+static int aioc_ring_accept(aioc_ring *r, int fd, void *address, unsigned *length, uint64_t user_data) {
+    struct io_uring_sqe *sqe = aioc_ring_sqe(r);
+    if (sqe == NULL)
+        return -EBUSY;
+    sqe->opcode = IORING_OP_ACCEPT;
+    sqe->fd = fd;
+    sqe->addr = (uint64_t)(uintptr_t)address;
+    sqe->addr2 = (uint64_t)(uintptr_t)length;
+    sqe->accept_flags = SOCK_NONBLOCK | SOCK_CLOEXEC;
+    sqe->user_data = user_data;
+    return 0;
+}
+
 /* Cancel the request tagged `target` (it completes with -ECANCELED, or with
    its result if it finished first).  The cancel's own success is skipped. */
 static int aioc_ring_cancel(aioc_ring *r, uint64_t target, uint64_t user_data) {
@@ -417,6 +434,9 @@ static int aioc_ring_recv(aioc_ring *r, int fd, unsigned size, uint64_t user_dat
 }
 static int aioc_ring_provide_buffers(aioc_ring *r, unsigned count, unsigned size) {
     (void)r; (void)count; (void)size; return -ENOSYS;
+}
+static int aioc_ring_accept(aioc_ring *r, int fd, void *address, unsigned *length, uint64_t user_data) {
+    (void)r; (void)fd; (void)address; (void)length; (void)user_data; return -ENOSYS;
 }
 static void aioc_ring_return_buffer(aioc_ring *r, unsigned bid) { (void)r; (void)bid; }
 static char *aioc_ring_buffer(aioc_ring *r, unsigned bid) { (void)r; (void)bid; return NULL; }

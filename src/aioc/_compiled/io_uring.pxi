@@ -15,16 +15,18 @@
 # reference to its file: it is removed as soon as nobody waits on it, or the
 # file would stay open (the peer would not see the close) until it fires.
 #
-# The built-in ReadEvent and SendAll skip readiness: the kernel receives
-# (IORING_OP_RECV) into a buffer it picks from a provided-buffer ring only
-# once data is there (a waiting reader holds no memory; the bytes are copied
-# out and the buffer given back at once), and sends what a first send()
-# left (IORING_OP_SEND), holding the data.  Such an op is a UringOp,
-# whose address is its user_data (polls' tags have bit 63 set instead); it
-# lives until its completion, whatever happens to its waiter meanwhile.  A
-# recv whose waiter left is cancelled, but may still complete with data:
-# those bytes are stashed for the next reader of that socket, and a reader
-# that comes while the recv is in flight adopts it.
+# The built-in ReadEvent, AcceptEvent and SendAll skip readiness: the kernel
+# receives (IORING_OP_RECV) into a buffer it picks from a provided-buffer
+# ring only once data is there (a waiting reader holds no memory; the bytes
+# are copied out and the buffer given back at once), accepts
+# (IORING_OP_ACCEPT) for a TCP listener, and sends what a first send() left
+# (IORING_OP_SEND), holding the data.  Such an op is a UringOp, whose
+# address is its user_data (polls' tags have bit 63 set instead); it lives
+# until its completion, whatever happens to its waiter meanwhile.  A recv
+# or an accept whose waiter left is cancelled, but may still complete: a
+# waiter that comes meanwhile adopts it, received bytes nobody adopted are
+# stashed for the next reader of that socket, an accepted connection nobody
+# adopted is closed.
 
 cdef extern from "_compiled/aioc_io_uring.h" nogil:
     const int AIOC_HAVE_IO_URING
@@ -42,6 +44,7 @@ cdef extern from "_compiled/aioc_io_uring.h" nogil:
     const unsigned AIOC_CQE_BUFFER
     int aioc_ring_send(aioc_ring *ring, int fd, const void *data, unsigned size, uint64_t user_data)
     int aioc_ring_cancel(aioc_ring *ring, uint64_t target, uint64_t user_data)
+    int aioc_ring_accept(aioc_ring *ring, int fd, void *address, unsigned *length, uint64_t user_data)
     int aioc_ring_cancel_all(aioc_ring *ring, uint64_t user_data)
     unsigned aioc_ring_reap(aioc_ring *ring, aioc_cqe *out, unsigned max, int *overflowed)
     int aioc_io_uring_error()
@@ -65,6 +68,7 @@ cdef enum:
     KIND_IGNORED = 3               # a removal's or a cancel's own completion
     KIND_RECV = 4                  # UringOp kinds
     KIND_SEND = 5
+    KIND_ACCEPT = 6
     GENERATION_MASK = 0x1fffffff
     POLL_NVAL = 0x020              # POLLNVAL: the fd is not open
     MAX_SEND = 1 << 30             # bytes one SEND is given at most
@@ -328,6 +332,8 @@ cdef class IoUringBackend(Backend):
             op = <UringOp *><size_t>cqe.user_data
             if op.kind == KIND_RECV:
                 return self.recv_done(loop, op, cqe.res, cqe.flags)
+            if op.kind == KIND_ACCEPT:
+                return self.accept_done(loop, op, cqe.res)
             return self.send_done(loop, op, cqe.res)
         cdef uint32_t generation = <uint32_t>((cqe.user_data >> 34) & GENERATION_MASK)
         cdef int direction = KIND_WRITE if kind == KIND_WRITE else KIND_READ
@@ -397,6 +403,11 @@ cdef class IoUringBackend(Backend):
         cdef Py_ssize_t size
         if op.kind == KIND_RECV:
             while aioc_ring_recv(&self.ring, op.fd, <unsigned>op.size, <uint64_t><size_t>op) == -EBUSY:
+                self.submit_now()
+            return 0
+        if op.kind == KIND_ACCEPT:
+            op.address_length = sizeof(op.address)
+            while aioc_ring_accept(&self.ring, op.fd, op.address, &op.address_length, <uint64_t><size_t>op) == -EBUSY:
                 self.submit_now()
             return 0
         # The op's own data and offset: fields of the event that Python code
@@ -505,6 +516,54 @@ cdef class IoUringBackend(Backend):
         finally:
             self.free_op(op)
 
+    cdef int start_accept(self, int fd, object listener) except -1:
+        cdef UringOp *op = self.new_op(KIND_ACCEPT, fd, listener)
+        try:
+            self.submit_op(op)
+        except BaseException:
+            self.free_op(op)
+            raise
+        self.ops[2 * fd + KIND_READ] = op
+        return 0
+
+    cdef int accept_done(self, EventLoop loop, UringOp *op, int res) except -1:
+        """As accept_for after accept4() returned ``res``."""
+        cdef int fd = op.fd
+        cdef FdSlot *slot = &loop.fds.slots[fd]
+        cdef Task task
+        cdef object listener = <object>op.owner
+        waited = (not op.orphaned and not op.detached and slot.reader_task is not NULL
+                  and slot.reader_owner == op.owner and type(<object>slot.reader_event) is AcceptEvent)
+        if waited and (res == -ECONNABORTED or res == -ECANCELED):
+            return self.submit_op(op)  # the peer left first, or a cancel lost to an adoption: again
+        if not op.detached and self.ops[2 * fd + KIND_READ] == op:
+            self.ops[2 * fd + KIND_READ] = NULL
+        try:
+            if not waited:
+                if res >= 0:  # accepted for an acceptor that left: refused, not leaked
+                    close_fd(res)
+                return 0
+            event = <object>slot.reader_event
+            task = loop.take_io_waiter(fd, False)
+            if res in ACCEPT_BACKOFF_ERRNOS_NEGATED:
+                accept_backoff(loop, event, task, listener, os_error(-res))
+                return 0
+            if res < 0:
+                return loop.schedule_throw(task, os_error(-res))
+            try:
+                conn = accepted_socket(listener, res)
+            except BaseException as exc:
+                close_fd(res)
+                return loop.schedule_throw(task, exc)
+            try:
+                peer = aioc_inet_address(<sockaddr_storage *>op.address)
+            except BaseException as exc:
+                conn.close()
+                return loop.schedule_throw(task, exc)
+            return loop.push(task, (conn, peer))
+        finally:
+            self.free_op(op)
+
     cdef int stash(self, int fd, object sock, object data) except -1:
         entry = self.stashed.get(fd)
         if entry is not None and entry[0]() is sock:
@@ -595,6 +654,36 @@ cdef int probe_io_uring() noexcept:
 
 # -- the built-in events' completion I/O -------------------------------------------
 
+ACCEPT_BACKOFF_ERRNOS_NEGATED = frozenset(-code for code in ACCEPT_BACKOFF_ERRNOS)
+
+
+cdef int uring_accept(EventLoop loop, AcceptEvent event, Task task) except -1:
+    """An AcceptEvent on an IPv4 or IPv6 listener on io_uring: the kernel accepts."""
+    cdef object listener = event.sock
+    cdef int fd = aioc_socket_fd(listener)
+    cdef IoUringBackend ring = loop.uring
+    cdef UringOp *op
+    if fd < 0:
+        return loop.yield_guarded(event, task)  # refuses the closed socket as usual
+    try:
+        ring.ensure(fd)
+        loop.claim_io(fd, False)
+        op = ring.ops[2 * fd + KIND_READ]
+        if op is not NULL and op.kind == KIND_ACCEPT and op.owner == <PyObject *>listener:
+            op.orphaned = False  # an accept its last acceptor left: the connection is ours
+        else:
+            if op is not NULL:
+                op.detached = True
+                ring.ops[2 * fd + KIND_READ] = NULL
+            ring.start_accept(fd, listener)
+        return loop.enlist_io(fd, False, event, task, listener)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:
+        loop.unwait(task)
+        return loop.schedule_throw(task, exc)
+
+
 cdef inline bint uring_can_read(ReadEvent event) noexcept:
     return is_socket(event.sock)
 
@@ -622,7 +711,7 @@ cdef int uring_read(EventLoop loop, ReadEvent event, Task task) except -1:
             return loop.wait_io(fd, False, event, task, sock)
         loop.claim_io(fd, False)
         op = ring.ops[2 * fd + KIND_READ]
-        if op is not NULL and op.owner == <PyObject *>sock:
+        if op is not NULL and op.kind == KIND_RECV and op.owner == <PyObject *>sock:
             op.orphaned = False  # a recv its last reader left: its data is ours
         else:
             if op is not NULL:  # another socket's, that had this number
