@@ -182,7 +182,7 @@ cdef struct UringOp:
     Py_ssize_t offset          # send: where the kernel is in the data
     Py_buffer view             # send of a non-bytes buffer: held until the completion
     bint viewed
-    char address[128]          # accept: the peer's sockaddr_storage, written by the kernel
+    uint64_t address[16]       # accept: the peer's sockaddr_storage (aligned as it), written by the kernel
     unsigned address_length
     UringOp *prev              # the backend's list of live ops
     UringOp *next
