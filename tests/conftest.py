@@ -2,8 +2,9 @@
 
 Every behavioural test takes the loop implementation from the ``aio`` fixture
 (the pure reference loop ``aioc._loop_py`` and the compiled ``aioc._loop_c``)
-and the poller from ``backend`` (epoll and select), so the whole suite runs
-against every combination: ids read ``pure-epoll``, ``compiled-select``, ...
+and the poller from ``backend`` (epoll and select, and io_uring for the
+compiled loop only), so the whole suite runs against every combination that
+exists: ids read ``pure-epoll``, ``compiled-select``, ``compiled-io_uring``...
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ import pytest
 from aioc import _env
 
 IMPLEMENTATIONS = {"pure": "aioc._loop_py", "compiled": "aioc._loop_c"}
-BACKENDS = ["epoll", "select"]
+BACKENDS = ["epoll", "select", "io_uring"]
+#: Backends only the compiled loop has: no pure-* id is generated for them.
+COMPILED_ONLY = {"io_uring"}
 
 #: Seconds after which the watchdog stops a loop that should have finished.
 WATCHDOG_SECONDS = 10.0
@@ -32,7 +35,33 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("filterwarnings", "error::pytest.PytestUnraisableExceptionWarning")
 
 
-@pytest.fixture(params=list(IMPLEMENTATIONS), ids=list(IMPLEMENTATIONS))
+def _directly_parametrized(metafunc: pytest.Metafunc, name: str) -> bool:
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        names = mark.args[0]
+        if name in (names.replace(" ", "").split(",") if isinstance(names, str) else names):
+            return True
+    return False
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # ``aio`` and ``backend`` are parametrized together, so that a pair that
+    # does not exist (the pure loop on io_uring) is never generated.
+    implementations = list(IMPLEMENTATIONS) if "aio" in metafunc.fixturenames else [None]
+    wants_backend = "backend" in metafunc.fixturenames and not _directly_parametrized(metafunc, "backend")
+    backends = BACKENDS if wants_backend else [None]
+    pairs = [(impl, name) for impl in implementations for name in backends
+             if not (impl == "pure" and name in COMPILED_ONLY)]
+    if implementations == [None] and backends == [None]:
+        return
+    if backends == [None]:
+        metafunc.parametrize("aio", implementations, indirect=True, ids=implementations)
+    elif implementations == [None]:
+        metafunc.parametrize("backend", backends, indirect=True, ids=backends)
+    else:
+        metafunc.parametrize(["aio", "backend"], pairs, indirect=True, ids=[f"{i}-{b}" for i, b in pairs])
+
+
+@pytest.fixture
 def aio(request: pytest.FixtureRequest) -> Any:
     """The loop module under test: ``aioc._loop_py`` or ``aioc._loop_c``."""
     name = IMPLEMENTATIONS[request.param]
@@ -84,9 +113,21 @@ def client_env() -> dict[str, str]:
     return {name: value for name, value in os.environ.items() if name != "LD_PRELOAD"}
 
 
-@pytest.fixture(params=BACKENDS, ids=BACKENDS)
+@pytest.fixture
 def backend(request: pytest.FixtureRequest) -> str:
-    return request.param
+    """The poller under test; io_uring only where the compiled loop offers it."""
+    name: str = request.param
+    if name in COMPILED_ONLY:
+        try:
+            compiled = importlib.import_module(IMPLEMENTATIONS["compiled"])
+        except ImportError:
+            pytest.skip(f"{name} needs the compiled loop, which is not built")
+        if name not in compiled.available_backends():
+            pytest.skip(f"{name} is not available on this system")
+        aioc = importlib.import_module("aioc")
+        if "aio" not in request.fixturenames and aioc.IMPLEMENTATION != "compiled":
+            pytest.skip(f"{name} needs the compiled loop; aioc runs the pure one")
+    return name
 
 
 @pytest.fixture

@@ -348,7 +348,7 @@ def test_wrk_client_without_wrk_is_a_clear_error(monkeypatch, capsys):
 def test_options_select_workloads_and_contenders():
     args = cli.parse_args(["--only", "keepalive,switch", "--contenders", "aioc,c"])
     assert [w.id for w in args.workloads] == ["ka64", "ka1k", "ka16k", "switch"]
-    assert [c.name for c in args.selected] == ["aioc-compiled", "aioc-pure-epoll", "aioc-pure-select", "c-epoll"]
+    assert [c.name for c in args.selected] == ["aioc-compiled", "aioc-io_uring", "aioc-pure-epoll", "aioc-pure-select", "c-epoll"]
     quick = cli.parse_args(["--quick"])
     assert quick.rounds == 1 and quick.idle == cli.QUICK_IDLE_LEVELS
     full = cli.parse_args([])

@@ -23,7 +23,7 @@ def _open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-@pytest.mark.parametrize("backend", ["epoll", "select"])
+@pytest.mark.parametrize("backend", _loop_c.available_backends())
 def test_closing_a_loop_releases_its_descriptors(backend: str) -> None:
     before = _open_fds()
     for _ in range(50):

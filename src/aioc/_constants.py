@@ -66,6 +66,10 @@ def available_backends() -> tuple[str, ...]:
     return BACKENDS if hasattr(select, "epoll") else ("select",)
 
 
+def io_uring_unavailable(reason: str) -> str:
+    return f"the io_uring backend is unavailable here: io_uring_setup failed ({reason})"
+
+
 def busy_fd(fd: int) -> str:
     return f"another task already waits on file descriptor {fd}"
 

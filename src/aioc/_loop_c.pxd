@@ -12,6 +12,7 @@
 #   io_backend.pxi Backend, the one interface of the backends, and the chooser
 #   io_epoll.pxi   the epoll backend       } twins of _io_epoll.py
 #   io_select.pxi  the select backend      } and _io_select.py
+#   io_uring.pxi   the io_uring backend (compiled loop only)
 #   fastpaths.pxi  C I/O for the built-in events
 #   events.pxi     the built-in events, compiled
 #   completed.pxi  Completed, the awaitable of an operation done at once
@@ -19,7 +20,8 @@
 #   queues.pxi     Queue, compiled         } and aioc.queues.Queue
 #   streams.pxi    Stream and its buffer, compiled (twins of streams.py)
 #   gc.pxi         garbage-collector support for the C-held references
-# and C that Cython cannot express from _compiled/aioc.h.
+# and C that Cython cannot express from _compiled/aioc.h (io_uring's ring
+# protocol in _compiled/aioc_io_uring.h).
 
 from cpython.object cimport PyObject
 from libc.stdint cimport uint32_t, uint64_t
@@ -35,6 +37,19 @@ cdef extern from "_compiled/aioc_epoll.h" nogil:
     cdef struct epoll_event:
         uint32_t events
         epoll_data_t data
+
+
+cdef extern from "_compiled/aioc_io_uring.h" nogil:
+    ctypedef struct aioc_ring:
+        int fd
+        unsigned sq_entries
+        unsigned cq_entries
+        unsigned long long overflows
+
+    ctypedef struct aioc_cqe:
+        uint64_t user_data
+        int res
+        uint32_t flags
 
 
 # -- ready.pxi ------------------------------------------------------------------
@@ -147,6 +162,8 @@ cdef class Backend:
     cdef int forget(self, EventLoop loop, int fd) except -1
     # Re-register every live registration afresh.
     cdef int rebuild(self, EventLoop loop) except -1
+    # The task waiting for `mask` on `fd` left without being woken.
+    cdef int abandon(self, EventLoop loop, int fd, uint32_t mask) except -1
     # Wait up to `timeout` seconds; EventLoop.dispatch_io for each ready fd.
     cdef int poll(self, EventLoop loop, double timeout) except -1
     cdef int close(self) except -1
@@ -157,6 +174,58 @@ cdef class EpollBackend(Backend):
 
 cdef class SelectBackend(Backend):
     pass
+
+# A recv or send the kernel does for a built-in event (io_uring only).  Its
+# address is its completion's user_data; it lives until that completion.
+cdef struct UringOp:
+    int kind                   # KIND_RECV, KIND_SEND or KIND_ACCEPT
+    int fd
+    bint orphaned              # its waiter left: a recv's data is kept, a send's result dropped
+    bint detached              # no longer its fd's op (the socket was forgotten): dropped
+    PyObject *owner            # owned: the socket
+    PyObject *event            # owned: the SendAll it sends for (its `sent` is kept up)
+    PyObject *data             # owned: the bytes object a send reads, taken when it starts
+    Py_ssize_t size            # recv: bytes asked; send: bytes of the data
+    Py_ssize_t offset          # send: where the kernel is in the data
+    Py_buffer view             # send of a non-bytes buffer: held until the completion
+    bint viewed
+    uint64_t address[16]       # accept: the peer's sockaddr_storage (aligned as it), written by the kernel
+    unsigned address_length
+    UringOp *prev              # the backend's list of live ops
+    UringOp *next
+
+cdef class IoUringBackend(Backend):
+    cdef aioc_ring ring
+    cdef aioc_cqe *completions     # copied out of the CQ, dispatched from here
+    cdef unsigned backlog_at       # completions[backlog_at:backlog_end] are
+    cdef unsigned backlog_end      # still to dispatch (an exception cut a pass short)
+    cdef uint32_t *generations     # per fd and direction: the tag of its live poll
+    cdef UringOp **ops             # per fd and direction: its recv or send in flight
+    cdef int generations_fds       # fds the arrays cover
+    cdef UringOp *live_ops         # every op the kernel still owns
+    cdef dict stashed              # fd -> (weakref to socket, bytes its readers left behind)
+    cdef list stash_readers        # fds whose reader gets stashed bytes after the next enter
+    cdef int arm(self, int fd, int kind) except -1
+    cdef int cancel(self, int fd, int kind) except -1
+    cdef int cancel_bits(self, EventLoop loop, int fd, uint32_t bits) except -1
+    cdef int cancel_op(self, int fd, int direction, bint detach) except -1
+    cdef int submit_now(self) except -1
+    cdef int ensure(self, int fd) except -1
+    cdef int complete(self, EventLoop loop, aioc_cqe *cqe, bint may_block) except -1
+    cdef UringOp *new_op(self, int kind, int fd, object owner) except NULL
+    cdef void free_op(self, UringOp *op) noexcept
+    cdef int submit_op(self, UringOp *op) except -1
+    cdef int start_recv(self, int fd, object sock, Py_ssize_t size) except -1
+    cdef int start_send(self, EventLoop loop, SendAll event, Task task, int fd) except -1
+    cdef int recv_done(self, EventLoop loop, UringOp *op, int res, uint32_t flags) except -1
+    cdef int send_done(self, EventLoop loop, UringOp *op, int res) except -1
+    cdef int start_accept(self, int fd, object listener) except -1
+    cdef int accept_done(self, EventLoop loop, UringOp *op, int res) except -1
+    cdef int stash(self, int fd, object sock, object data) except -1
+    cdef object take_stash(self, int fd, object sock, Py_ssize_t nbytes)
+    cdef bint has_stash(self, int fd, object sock)
+    cdef int deliver_stash(self, EventLoop loop, int fd) except -1
+    cdef void drain_ops(self) noexcept
 
 
 # -- _loop_c.pyx: the scheduler ---------------------------------------------------
@@ -176,6 +245,7 @@ cdef class EventLoop:
     cdef PyObject *yielding        # the task whose event's _yield runs (borrowed)
     cdef object completed_value    # what loop.complete gave it
     cdef int immediate_left        # immediate resumptions left in this step
+    cdef int immediate_budget      # and at the start of a step (0 on io_uring)
     cdef bint running
     cdef bint stopping
     cdef bint closed
@@ -237,6 +307,11 @@ cdef class EventLoop:
     cdef void clear_timers(self) noexcept
     cdef int fire_timers(self) except -1
     cdef int expire(self, Task task) except -1
+    # C only: io_uring's completion I/O (io_uring.pxi) seats and unseats waiters itself
+    cdef IoUringBackend uring      # `io` when it is io_uring, else None
+    cdef int claim_io(self, int fd, bint writing) except -1
+    cdef int enlist_io(self, int fd, bint writing, object event, Task task, object owner) except -1
+    cdef Task take_io_waiter(self, int fd, bint writing)
 
 
 # -- events.pxi -------------------------------------------------------------------

@@ -24,6 +24,7 @@ __all__: list[str]
 ExceptionHandler = Callable[[EventLoop, dict[str, Any]], None]
 
 def available_backends() -> tuple[str, ...]: ...
+def _set_io_uring_ring_size(sq_entries: int, cq_entries: int, buffers: int = 64) -> tuple[int, int, int]: ...
 
 _T = TypeVar("_T")
 

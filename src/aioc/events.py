@@ -426,7 +426,7 @@ class SendTo(Event):
         except BlockingIOError:
             loop.wait_writable(self.sock.fileno(), self, task, self.sock)
         else:
-            loop.reschedule(task, sent)
+            loop.complete(task, sent)
 
     def _resume(self, loop: Any, task: Any) -> None:
         loop.reschedule(task, self.sock.sendto(self._data, _DONTWAIT, self._address))

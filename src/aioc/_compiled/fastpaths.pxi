@@ -145,7 +145,7 @@ cdef int send_to(EventLoop loop, SendTo event, Task task, bint resuming) except 
     if not is_bytes:
         PyBuffer_Release(&view)
     if err == 0:
-        return loop.push(task, n)
+        return loop.push(task, n) if resuming else loop.finish_at_once(task, n)
     if err != EAGAIN:
         return loop.schedule_throw(task, os_error(err))
     try:
@@ -251,7 +251,10 @@ cdef int send_all(EventLoop loop, SendAll event, Task task) except -1:
     if err != EAGAIN:
         return loop.schedule_throw(task, os_error(err))
     try:
-        loop.wait_io(fd, True, event, task, event.sock)
+        if loop.uring is not None:
+            loop.uring.start_send(loop, event, task, fd)  # the kernel sends the rest
+        else:
+            loop.wait_io(fd, True, event, task, event.sock)
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as exc:

@@ -52,6 +52,8 @@ def all_contenders() -> list[Contender]:
     return [
         Contender("aioc-compiled", "aioc compiled (epoll)", "aioc", ["aioc", "--backend", "epoll"],
                   ("aioc", "epoll"), dict(_COMPILED), expect="aioc-compiled-epoll"),
+        Contender("aioc-io_uring", "aioc compiled (io_uring)", "aioc", ["aioc", "--backend", "io_uring"],
+                  None, dict(_COMPILED), expect="aioc-compiled-io_uring"),
         Contender("aioc-pure-epoll", "aioc pure Python (epoll)", "aioc", ["aioc", "--backend", "epoll"],
                   ("aioc", "epoll"), dict(_PURE), expect="aioc-pure-epoll"),
         Contender("aioc-pure-select", "aioc pure Python (select)", "aioc", ["aioc", "--backend", "select"],
@@ -113,7 +115,7 @@ def check_availability(contenders: list[Contender], c_server: str | None, c_reas
     compiled = compiled_loop_status()
     uv_version, uv_reason = uvloop_status()
     for c in contenders:
-        if c.name == "aioc-compiled" and compiled:
+        if c.name in ("aioc-compiled", "aioc-io_uring") and compiled:
             c.available, c.reason = False, compiled
         elif c.family == "uvloop":
             if uv_reason:

@@ -171,7 +171,7 @@ def serve_asyncio_streams(socks: list[socket.socket], use_uvloop: bool) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m aioc.bench.servers", description=__doc__.split("\n\n")[0])
     parser.add_argument("kind", choices=KINDS)
-    parser.add_argument("--backend", choices=("epoll", "select"), default="epoll", help="aioc's poller")
+    parser.add_argument("--backend", choices=("epoll", "select", "io_uring"), default="epoll", help="aioc's poller")
     parser.add_argument("--uvloop", action="store_true", help="asyncio servers on uvloop's loop")
     parser.add_argument("--lifetime", type=float, default=900.0, help="exit after this many seconds")
     args = parser.parse_args(argv)

@@ -1,0 +1,487 @@
+"""What the io_uring backend had to get right, held on every loop and backend.
+
+io_uring's polls are requests that hold their file and complete on their own
+time, unlike epoll's registrations: closing a socket must not leave a poll
+keeping it open, a poll removed or replaced may still complete, the
+completion queue may fill up.  The rules below hold on every backend; the
+tests that only make sense on io_uring (its ring, its availability) say so.
+"""
+
+from __future__ import annotations
+
+import gc
+import resource
+import socket
+import struct
+import sys
+import threading
+
+import pytest
+
+from aioc import _env, _loop_py
+
+try:
+    from aioc import _loop_c
+except ImportError:
+    if _env.require_extensions():
+        raise
+    _loop_c = None
+
+needs_io_uring = pytest.mark.skipif(
+    _loop_c is None or "io_uring" not in _loop_c.available_backends(), reason="io_uring is not available here"
+)
+
+
+def _peer_sees_eof(sock: socket.socket) -> bool:
+    sock.settimeout(2.0)
+    try:
+        return sock.recv(10) == b""
+    except (ConnectionResetError, TimeoutError):
+        return False
+
+
+# -- polls must not keep a closed socket open ------------------------------------------------
+
+
+def test_close_socket_closes_the_file_while_a_task_waited_on_it(aio, loop, runner, tcp_pair):
+    client, server = tcp_pair()
+
+    def reader():
+        try:
+            yield aio.ReadEvent(server)
+        except aio.ClosedResourceError:
+            return "closed"
+
+    def main():
+        task = yield aio.Spawn(reader())
+        yield aio.Sleep(0.01)  # the reader waits: a poll is in flight on io_uring
+        loop.close_socket(server)
+        # Before the loop polls again: the peer must already see the close.
+        client.setblocking(True)
+        eof = _peer_sees_eof(client)
+        return eof, (yield aio.Join(task))
+
+    assert runner.complete(main()) == (True, "closed")
+
+
+def test_a_socket_closed_after_its_waiter_left_is_really_closed(aio, loop, runner, tcp_pair):
+    client, server = tcp_pair()
+
+    def main():
+        try:
+            yield aio.Timeout(aio.ReadEvent(server), 0.02)
+        except TimeoutError:
+            pass
+        server.close()  # directly: nobody waits on it any more
+        yield aio.Sleep(0.01)  # a pass, where io_uring submits the poll's removal
+        client.setblocking(True)
+        return _peer_sees_eof(client)
+
+    assert runner.complete(main()) is True
+
+
+def test_a_reused_fd_number_gets_the_new_sockets_data(aio, loop, runner, socketpair):
+    old, old_peer = socketpair()
+    number = old.fileno()
+
+    def main():
+        try:
+            yield aio.Timeout(aio.ReadEvent(old), 0.02)
+        except TimeoutError:
+            pass
+        old_peer.send(b"stale")  # for the old file, which nobody reads any more
+        old.close()
+        new, new_peer = socketpair()
+        if new.fileno() != number:
+            new, new_peer = new_peer, new
+        new_peer.send(b"fresh")
+        data = yield aio.Timeout(aio.ReadEvent(new), 2.0)
+        new_peer.send(b"second")
+        return data, (yield aio.Timeout(aio.ReadEvent(new), 2.0))
+
+    assert runner.complete(main()) == (b"fresh", b"second")
+
+
+def test_a_reader_and_a_writer_on_one_socket_both_wake(aio, loop, runner, socketpair):
+    a, b = socketpair()
+    sent = 0
+    while True:  # fill a's buffer, so that the writer must wait
+        try:
+            sent += a.send(b"x" * 65536)
+        except BlockingIOError:
+            break
+
+    def reader():
+        return (yield aio.Timeout(aio.ReadEvent(a, 5), 2.0))
+
+    def drain_later():
+        yield aio.Sleep(0.01)
+        left = sent
+        while left > 0:
+            left -= len((yield aio.ReadEvent(b)))
+        b.send(b"hello")
+
+    def main():
+        read = yield aio.Spawn(reader())
+        yield aio.Spawn(drain_later())
+        wrote = yield aio.Timeout(aio.SendAll(a, b"y" * 100_000), 2.0)
+        return wrote, (yield aio.Join(read))
+
+    assert runner.complete(main()) == (100_000, b"hello")
+
+
+# -- many completions at once ---------------------------------------------------------------
+
+
+def _echo_many(aio, loop, runner, socketpair, count):
+    pairs = [socketpair() for _ in range(count)]
+
+    def reader(sock):
+        return (yield aio.ReadEvent(sock, 10))
+
+    def main():
+        tasks = []
+        for a, _ in pairs:
+            tasks.append((yield aio.Spawn(reader(a))))
+        yield aio.Sleep(0.01)  # everyone waits
+        for index, (_, b) in enumerate(pairs):
+            b.send(str(index).encode())
+        results = []
+        for task in tasks:
+            results.append((yield aio.Join(task)))
+        return results
+
+    return runner.complete(main()) == [str(index).encode() for index in range(count)]
+
+
+def test_a_burst_of_readiness_reaches_every_waiter(aio, loop, runner, socketpair):
+    assert _echo_many(aio, loop, runner, socketpair, 300)
+
+
+@needs_io_uring
+def test_a_completion_queue_too_small_for_the_burst_loses_nothing(socketpair, fd_limit):
+    # 8 CQ entries for 300 completions: the kernel keeps the overflow aside
+    # (IORING_FEAT_NODROP) and the backend reaps it in later passes.  And 2
+    # recv buffers for 300 readers: the recvs that find none (ENOBUFS) are
+    # submitted again once the buffers are back.
+    previous = _loop_c._set_io_uring_ring_size(4, 8, 2)
+    try:
+        loop = _loop_c.EventLoop(backend="io_uring")
+    finally:
+        _loop_c._set_io_uring_ring_size(*previous)
+    with loop:
+        from conftest import Runner
+
+        assert _echo_many(_loop_c, loop, Runner(loop), socketpair, 300)
+
+
+# -- availability ----------------------------------------------------------------------------
+
+
+def test_the_pure_loop_has_no_io_uring():
+    assert "io_uring" not in _loop_py.available_backends()
+    with pytest.raises(ValueError, match="unknown or unavailable backend 'io_uring'"):
+        _loop_py.EventLoop(backend="io_uring")
+
+
+@needs_io_uring
+def test_io_uring_is_offered_last_never_by_default():
+    backends = _loop_c.available_backends()
+    assert backends[-1] == "io_uring"
+    with _loop_c.EventLoop() as loop:
+        assert loop.backend == backends[0] != "io_uring"
+
+
+@needs_io_uring
+def test_another_thread_wakes_an_io_uring_loop():
+    done = []
+
+    def job():
+        done.append(True)
+        yield from ()
+
+    def idle():
+        yield _loop_c.Sleep(5)
+
+    with _loop_c.EventLoop(backend="io_uring") as loop:
+        loop.call_soon(idle())
+        waker = threading.Timer(0.05, lambda: (loop.call_soon_threadsafe(job()), loop.stop()))
+        waker.start()
+        loop.run_forever()
+        waker.join()
+    assert done == [True]
+
+
+REFUSED = """
+import os, resource
+from aioc import _loop_c
+# No descriptor left for a ring: io_uring_setup fails as seccomp would make it.
+open_now = len(os.listdir("/proc/self/fd")) - 1  # less the listing's own
+resource.setrlimit(resource.RLIMIT_NOFILE, (open_now, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+print(_loop_c.available_backends())
+try:
+    _loop_c.EventLoop(backend="io_uring")  # refused before it needs any descriptor
+except ValueError as exc:
+    print(exc)
+"""
+
+
+@needs_io_uring
+def test_io_uring_refused_at_run_time_is_not_offered_and_asking_says_why():
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", REFUSED], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    offered, refusal = result.stdout.splitlines()
+    assert "io_uring" not in offered
+    assert refusal.startswith("the io_uring backend is unavailable here: io_uring_setup failed")
+
+
+# -- reads and sends the kernel does itself (io_uring's completion I/O) ----------------------
+
+
+def test_a_peer_reset_reaches_the_reader_waiting_for_it(aio, loop, runner, tcp_pair):
+    client, server = tcp_pair()
+
+    def reader():
+        try:
+            yield aio.ReadEvent(server)
+        except ConnectionResetError:
+            return "reset"
+
+    def main():
+        task = yield aio.Spawn(reader())
+        yield aio.Sleep(0.01)  # the receive is in flight
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()  # with a zero linger: RST
+        return (yield aio.Join(task))
+
+    assert runner.complete(main()) == "reset"
+
+
+def test_bytes_a_cancelled_reader_did_not_take_go_to_the_next_reader(aio, loop, runner, socketpair):
+    a, b = socketpair()
+
+    def impatient():
+        # A deadline on the task (not a Timeout event): the built-in ReadEvent
+        # itself waits, as a receive in flight on io_uring.
+        return (yield from aio.timeout_after(0.02, read_once()))
+
+    def read_once():
+        return (yield aio.ReadEvent(a, 100))
+
+    def main():
+        try:
+            yield from impatient()
+        except TimeoutError:
+            pass
+        b.send(b"first")  # races the cancel of the receive, on io_uring
+        b.send(b"second")
+        got = b""
+        while len(got) < len(b"firstsecond"):
+            got += yield aio.Timeout(aio.ReadEvent(a, 3), 2.0)
+        return got
+
+    assert runner.complete(main()) == b"firstsecond"
+
+
+def test_a_reader_cancelled_while_data_arrives_loses_none_of_it(aio, loop, runner, socketpair):
+    a, b = socketpair()
+
+    def reader():
+        return (yield aio.ReadEvent(a, 100))
+
+    def main():
+        received = []
+        for round in range(50):
+            task = yield aio.Spawn(reader())
+            yield aio.Sleep(0)  # it waits
+            b.send(b"%d," % round)
+            task.cancel()  # the data and the cancel reach the kernel in the same pass
+            try:
+                yield aio.Join(task)
+            except aio.Cancelled:
+                pass
+            received.append((yield aio.Timeout(aio.ReadEvent(a, 100), 2.0)))
+        return received
+
+    assert runner.complete(main()) == [b"%d," % round for round in range(50)]
+
+
+def test_cancelling_a_task_with_a_send_in_flight_releases_its_data(aio, loop, runner, socketpair):
+    a, b = socketpair()
+    data = bytearray(b"z" * 1_000_000)
+    baseline = sys.getrefcount(data)
+
+    def sender():
+        yield aio.SendAll(a, data)
+
+    def main():
+        task = yield aio.Spawn(sender())
+        yield aio.Sleep(0.01)  # the buffer filled: the rest of the send is in flight
+        task.cancel()
+        try:
+            yield aio.Join(task)
+        except aio.Cancelled:
+            pass
+        drained = 0
+        b.setblocking(True)
+        b.settimeout(0.2)
+        try:
+            while True:  # the peer takes what was sent, nothing more comes
+                chunk = b.recv(1 << 20)
+                if not chunk:
+                    break
+                drained += len(chunk)
+        except TimeoutError:
+            pass
+        yield aio.Sleep(0.01)  # a pass, where the cancelled send's completion arrives
+        del task
+        gc.collect()
+        return drained
+
+    drained = runner.complete(main())
+    assert 0 < drained < len(data)
+    assert sys.getrefcount(data) == baseline  # no op holds it any more
+    data.append(0)  # and no buffer view pins it either
+
+
+def test_a_short_send_in_flight_finishes_with_the_rest(aio, loop, runner, socketpair):
+    a, b = socketpair()
+    payload = bytes(range(256)) * 4000  # more than the socket buffers hold
+
+    def reader():
+        got = bytearray()
+        yield aio.Sleep(0.01)  # the send waits, partly done
+        while len(got) < len(payload):
+            got += yield aio.Timeout(aio.ReadEvent(b), 2.0)
+        return bytes(got)
+
+    def main():
+        read = yield aio.Spawn(reader())
+        sent = yield aio.Timeout(aio.SendAll(a, memoryview(payload)), 5.0)
+        return sent, (yield aio.Join(read))
+
+    assert runner.complete(main()) == (len(payload), payload)
+
+
+TEN_THOUSAND_CLIENTS = """
+import socket, sys
+port, count = int(sys.argv[1]), int(sys.argv[2])
+socks = []
+for i in range(count):
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(b"client %d\\n" % i)
+    socks.append(sock)
+for i, sock in enumerate(socks):
+    reply = b""
+    while not reply.endswith(b"\\n"):
+        chunk = sock.recv(100)
+        assert chunk, i
+        reply += chunk
+    assert reply == b"client %d\\n" % i, reply
+for sock in socks:
+    sock.close()
+print("ok")
+"""
+
+
+@needs_io_uring
+def test_10000_concurrent_connections_on_io_uring(fd_limit, sockets):
+    # The clients live in a child: 10,000 connections are 20,000 fds.
+    import subprocess
+    import sys
+
+    count = 10_000
+    fd_limit.at_least(count + 500)
+    lsock = socket.socket()
+    sockets.append(lsock)
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(4096)
+    served = []
+
+    def handle(conn):
+        line = b""
+        while not line.endswith(b"\n"):
+            chunk = yield _loop_c.ReadEvent(conn)
+            if not chunk:
+                break
+            line += chunk
+        yield from _loop_c.sendall(conn, line)
+        served.append(conn)  # held open until every client is served
+
+    def server():
+        for _ in range(count):
+            conn, _ = yield _loop_c.AcceptEvent(lsock)
+            loop.call_soon(handle(conn))
+
+    child = subprocess.Popen(
+        [sys.executable, "-c", TEN_THOUSAND_CLIENTS, str(lsock.getsockname()[1]), str(count)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (count + 500, fd_limit.hard)),
+    )
+    try:
+        with _loop_c.EventLoop(backend="io_uring") as loop:
+            from conftest import Runner
+
+            Runner(loop).complete(server(), limit=60)
+            Runner(loop).forever(limit=60)
+        out, err = child.communicate(timeout=60)
+    finally:
+        child.kill()
+        for conn in served:
+            conn.close()
+    assert child.returncode == 0, err
+    assert out.strip() == "ok"
+    assert len(served) == count
+
+
+@needs_io_uring
+def test_an_io_uring_loop_refuses_clearly_to_run_in_a_second_thread():
+    def nap():
+        yield _loop_c.Sleep(0.001)
+
+    with _loop_c.EventLoop(backend="io_uring") as loop:
+        loop.run_until_complete(nap())
+        errors = []
+
+        def elsewhere():
+            try:
+                loop.run_until_complete(nap())
+            except RuntimeError as exc:
+                errors.append(str(exc))
+
+        thread = threading.Thread(target=elsewhere)
+        thread.start()
+        thread.join(5)
+        assert errors == ["an io_uring loop runs only in the thread that first ran it"]
+        loop.run_until_complete(nap())  # still fine in its own thread
+
+
+def test_a_connection_coming_as_its_acceptor_is_cancelled_reaches_the_next(aio, loop, runner, listener, sockets):
+    lsock = listener()
+    lsock.setblocking(False)
+
+    def acceptor():
+        return (yield aio.AcceptEvent(lsock))
+
+    def main():
+        served = []
+        for round in range(10):
+            task = yield aio.Spawn(acceptor())
+            yield aio.Sleep(0)  # it waits: an accept in flight on io_uring
+            client = socket.create_connection(lsock.getsockname(), timeout=2)
+            sockets.append(client)
+            task.cancel()  # the connection and the cancel reach the kernel in the same pass
+            try:
+                yield aio.Join(task)
+            except aio.Cancelled:
+                pass
+            conn, _ = yield aio.Timeout(aio.AcceptEvent(lsock), 2.0)
+            sockets.append(conn)
+            client.sendall(b"%d" % round)
+            served.append((yield aio.Timeout(aio.ReadEvent(conn), 2.0)))
+        return served
+
+    assert runner.complete(main()) == [b"%d" % round for round in range(10)]
