@@ -250,6 +250,133 @@ def test_seed_style_aioc_server_serves_every_mode():
         _stop(proc)
 
 
+def _serves_every_mode(ports: dict[str, int], pid: int | None = None, connections: int = 3) -> None:
+    for mode in protocol.MODES:
+        result = loadgen.run_load(ports[mode], mode, connections=connections, warmup=0, window=30,
+                                  max_requests=30, server_pid=pid)
+        assert (result["completed"], result["errors"]) == (30, 0), mode
+
+
+@pytest.mark.parametrize("kind", ["curio", "trio", "asyncio-streams"])
+def test_other_loops_servers_serve_every_mode(kind):
+    if kind != "asyncio-streams":
+        pytest.importorskip(kind)
+    proc, line = _start([sys.executable, "-m", "aioc.bench.servers", kind, "--lifetime", "60"])
+    try:
+        assert line[2].split("-")[0] == kind.split("-")[0]
+        _serves_every_mode(dict(zip(protocol.MODES, map(int, line[3:]))), proc.pid)
+    finally:
+        _stop(proc)
+
+
+def test_aioc_streams_server_serves_every_mode():
+    import aioc
+
+    if not hasattr(aioc, "Stream"):
+        pytest.skip("this aioc has no aioc.Stream")
+    proc, line = _start([sys.executable, "-m", "aioc.bench.servers", "aioc-streams", "--lifetime", "60"])
+    try:
+        _serves_every_mode(dict(zip(protocol.MODES, map(int, line[3:]))), proc.pid)
+    finally:
+        _stop(proc)
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory):
+    from aioc.bench import tlscert
+
+    files, reason = tlscert.make_certificate(str(tmp_path_factory.mktemp("tls")))
+    if files is None:
+        pytest.skip(reason)
+    return files
+
+
+def _tls_server_kinds() -> list[list[str]]:
+    kinds = [["asyncio-streams"]]
+    try:
+        import uvloop  # noqa: F401
+
+        kinds.append(["asyncio-streams", "--uvloop"])
+    except ImportError:
+        pass
+    import aioc
+
+    if contenders_mod.aioc_feature_status("tls") is None and hasattr(aioc, "Stream"):
+        kinds.append(["aioc-streams"])
+    return kinds
+
+
+@pytest.mark.parametrize("kind", _tls_server_kinds(), ids=" ".join)
+def test_tls_servers_and_client_count_exactly(kind, tls_files):
+    from aioc.bench import tlsload
+
+    cert, key = tls_files
+    proc, line = _start([sys.executable, "-m", "aioc.bench.servers", *kind, "--tls", cert, key, "--lifetime", "60"])
+    try:
+        ports = dict(zip(protocol.MODES, map(int, line[3:])))
+        for mode in ("ka64", "ka16384"):
+            result = tlsload.run_tls_load(ports[mode], mode, tls_cafile=cert, connections=3, warmup=0, window=30,
+                                          max_requests=25, server_pid=proc.pid)
+            assert (result["completed"], result["errors"]) == (25, 0), mode
+            assert result["stop_reason"] == "max_requests"
+            assert result["server_cpu_s"] >= 0
+        # Plaintext against a TLS port is refused, not counted.
+        plain = loadgen.run_load(ports["ka64"], "ka64", connections=1, warmup=0, window=30, max_errors=2)
+        assert plain["completed"] == 0 and plain["errors"] == 2
+    finally:
+        _stop(proc)
+
+
+def test_tls_client_against_a_plaintext_server_counts_errors(server_factory, tls_files):
+    from aioc.bench import tlsload
+
+    server = server_factory(100, protocol.reply_for("ka64"), close_listener=False)
+    result = tlsload.run_tls_load(server.port, "ka64", tls_cafile=tls_files[0], connections=2, warmup=0,
+                                  window=30, max_errors=4)
+    assert result["completed"] == 0
+    assert result["errors"] >= 4 and result["stop_reason"] == "max_errors"
+
+
+def test_tls_only_for_the_streams_servers(capsys):
+    from aioc.bench import servers
+
+    with pytest.raises(SystemExit):
+        servers.main(["curio", "--tls", "a.pem", "b.pem"])
+    assert "only the streams servers speak TLS" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler")
+def test_c_io_uring_server_serves_or_says_why_not(tmp_path):
+    from aioc.bench import cserver
+
+    exe, reason = cserver.build(str(tmp_path), source="c_io_uring_server.c")
+    assert reason is None and exe
+    proc = subprocess.Popen([exe, "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline().split()
+    if not line:
+        err = proc.communicate()[1]
+        assert proc.returncode == 3 and "io_uring unavailable" in err
+        pytest.skip(err.strip())
+    try:
+        assert line[2] == "c-io_uring"
+        ports = dict(zip(protocol.MODES, map(int, line[3:])))
+        _serves_every_mode(ports, connections=5)
+        # Idle connections hold a multishot recv each; the active ones still get served.
+        held, errors = loadgen.hold_connections(ports["ka64"], 40, concurrency=8)
+        try:
+            assert (len(held), errors) == (40, 0)
+            _serves_every_mode(ports)
+        finally:
+            for sock in held:
+                sock.close()
+        # A request that never ends is cut off at the protocol's limit.
+        with socket.create_connection(("127.0.0.1", ports["ka64"]), timeout=10) as sock:
+            sock.sendall(b"x" * (protocol.MAX_REQUEST + 4096))
+            assert sock.recv(10) == b""
+    finally:
+        _stop(proc)
+
+
 @pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler")
 def test_c_server_builds_and_serves(tmp_path):
     from aioc.bench import cserver
@@ -282,9 +409,13 @@ def test_c_server_reports_a_missing_compiler(tmp_path):
     ("switch", {"tasks": 5, "count": 20}),
     ("spawn", {"count": 50}),
     ("timers", {"count": 30, "max_delay": 0.002}),
+    ("queue", {"count": 300, "maxsize": 7}),
+    ("lock", {"count": 100}),
 ])
-@pytest.mark.parametrize("loop", ["aioc", "asyncio"])
+@pytest.mark.parametrize("loop", ["aioc", "asyncio", "curio", "trio"])
 def test_scheduler_workloads_complete(loop, workload, sizes):
+    if loop in ("curio", "trio"):
+        pytest.importorskip(loop)
     result = scheduler.run(loop, workload, **sizes)
     assert result["ops"] == result["expected"]
     assert result["errors"] == 0
@@ -348,7 +479,11 @@ def test_wrk_client_without_wrk_is_a_clear_error(monkeypatch, capsys):
 def test_options_select_workloads_and_contenders():
     args = cli.parse_args(["--only", "keepalive,switch", "--contenders", "aioc,c"])
     assert [w.id for w in args.workloads] == ["ka64", "ka1k", "ka16k", "switch"]
-    assert [c.name for c in args.selected] == ["aioc-compiled", "aioc-pure-epoll", "aioc-pure-select", "c-epoll"]
+    assert [c.name for c in args.selected] == ["aioc-compiled", "aioc-pure-epoll", "aioc-pure-select",
+                                               "aioc-streams", "aioc-tls", "c-epoll", "c-io_uring"]
+    both = cli.parse_args(["--only", "streams,tls,net", "--contenders", "curio,trio"])
+    assert [c.name for c in both.selected] == ["curio", "trio"]
+    assert {"streams", "tls", "conn"} <= {w.id for w in both.workloads}
     quick = cli.parse_args(["--quick"])
     assert quick.rounds == 1 and quick.idle == cli.QUICK_IDLE_LEVELS
     full = cli.parse_args([])
@@ -453,6 +588,63 @@ def test_compiled_is_the_baseline_when_present():
     assert entry["baseline"] == "aioc-compiled"
     assert entry["cells"]["asyncio"]["vs_baseline"] == 0.1
     assert "vs_c" not in entry["cells"]["asyncio"]  # no C limit for in-process workloads
+
+
+def test_targets_are_ratios_of_cpu_per_request():
+    every = {c.name: c for c in contenders_mod.all_contenders()}
+    chosen = [every[n] for n in ("aioc-compiled", "aioc-streams", "uvloop-streams", "aioc-tls", "uvloop-tls")]
+    wl = [w for w in workloads_mod.build() if w.id in ("streams", "tls")]
+    results = [
+        _record(1, "streams", "aioc-compiled", 900, 5.0, user_us_per_op=2.0),
+        _record(1, "streams", "aioc-streams", 800, 6.0, user_us_per_op=2.5),
+        _record(1, "streams", "uvloop-streams", 700, 9.0, user_us_per_op=4.0),
+        _record(1, "tls", "uvloop-tls", 300, 30.0),
+        {"round": 0, "workload": "tls", "contender": "aioc-tls", "status": "skipped", "reason": "no TLS"},
+    ]
+    summ = summary.summarize(results, wl, chosen)
+    assert summ["streams"]["baseline"] == "aioc-compiled"
+    checked = summary.targets(summ)
+    assert [(t["reference"], t["ratio"], t["met"]) for t in checked] == [
+        ("uvloop-streams", 2.5 / 4.0, False), ("aioc-compiled", 2.5 / 2.0, True), ("uvloop-tls", None, None)]
+    assert "aioc-tls skipped: no TLS" in checked[2]["reason"]
+    lines = report.targets_table(checked)
+    assert any("= 0.62  (target <= 0.5: NOT met)" in line for line in lines)
+    assert any("= 1.25  (target <= 1.5: met)" in line for line in lines)
+    assert any("not measured (aioc-tls skipped: no TLS)" in line for line in lines)
+    assert report.targets_table([]) == []
+
+
+def test_availability_reasons(monkeypatch):
+    every = contenders_mod.all_contenders()
+    real = contenders_mod.package_status
+    monkeypatch.setattr(contenders_mod, "package_status",
+                        lambda name: (None, f"{name} is not installed") if name == "trio" else real(name))
+    c_servers = {"c-epoll": ("/bin/true", None), "c-io_uring": (None, "cc -O2 c_io_uring_server.c failed: old")}
+    contenders_mod.check_availability(every, c_servers, tls_reason="no openssl")
+    by_name = {c.name: c for c in every}
+    assert by_name["trio"].reason == "trio is not installed" and not by_name["trio"].available
+    assert by_name["c-io_uring"].reason.endswith("failed: old")
+    assert by_name["c-epoll"].available
+    assert not by_name["asyncio-tls"].available and by_name["asyncio-tls"].reason == "no openssl"
+    assert by_name["asyncio-streams"].available
+    tls_argv = contenders_mod.server_argv(by_name["uvloop-streams"], c_servers, 60)
+    assert "--tls" not in tls_argv
+    argv = contenders_mod.server_argv(by_name["asyncio-tls"], c_servers, 60, ("c.pem", "k.pem"))
+    assert argv[argv.index("--tls"):argv.index("--tls") + 3] == ["--tls", "c.pem", "k.pem"]
+
+
+def test_quick_run_of_the_streams_and_tls_workloads(capsys):
+    """End to end at tiny scale: the servers start, every row is measured or says why not."""
+    code = cli.main(["--only", "streams,tls,lock", "--contenders", "aioc,asyncio,uvloop,trio", "--rounds", "1",
+                     "--window", "0.05", "--warmup", "0", "--sched-scale", "0.0005", "--quiet",
+                     "--no-keep-awake"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "streams: keep-alive 64 B" in out and "TLS keep-alive 64 B" in out
+    assert "targets: ratios of the SERVER's CPU per request" in out
+    for row in ("asyncio-streams", "asyncio-tls", "aioc-compiled"):
+        assert f"\n{row} " in out
+    assert "error" not in out.split("targets:")[0].replace("errors", "")
 
 
 def test_derived_per_request_numbers():

@@ -13,26 +13,30 @@ from . import wrk
 from .scheduler import scaled
 
 DESCRIPTION = """\
-Benchmark aioc's event loop against asyncio, uvloop and a C epoll server.
+Benchmark aioc's event loop against asyncio, uvloop, curio and trio (when installed)
+and two C servers, on epoll and on io_uring.
 
 Network workloads (conn/s; keep-alive with 64 B, 1 KiB, 16 KiB bodies; keep-alive
-with idle connections held open) run each server in its own process on one CPU and
-the load generator on another; scheduler workloads (task switches, spawns, timers, a queue, a lock)
-run in-process.  Contenders are interleaved round by round; the table shows medians
+with idle connections held open; keep-alive through each loop's streams API; keep-alive
+over TLS) run each server in its own process on one CPU and the load generator on
+another; scheduler workloads (task switches, spawns, timers, a queue, a lock) run in-process.  Contenders are interleaved round by round; the table shows medians
 and the min-max spread, and the server's CPU time per request.
 """
 
 EPILOG = """\
-workloads: conn, ka64, ka1k, ka16k, idle<N> (from --idle), switch, spawn, timers,
-  queue, lock;
+workloads: conn, ka64, ka1k, ka16k, idle<N> (from --idle), streams, tls, switch,
+  spawn, timers, queue, lock;
   groups: net, keepalive, idle, scheduler.
 contenders: {contenders};
   a prefix selects a family (aioc, asyncio, uvloop, c).
+  The streams workload runs the streams servers and aioc's raw-event one; the tls
+  workload only the TLS servers; the summary checks their targets.
 examples:
   python -m aioc.bench --quick
   python -m aioc.bench --json bench.json --plot bench.png
   python -m aioc.bench --only keepalive --contenders aioc,c
   python -m aioc.bench --client wrk --only conn,ka64
+  python -m aioc.bench --only streams,tls --rounds 5 --window 2
 """
 
 

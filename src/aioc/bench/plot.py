@@ -15,6 +15,13 @@ COLORS = {
     "uvloop-streams": "#a1d99b",
     "uvloop": "#238b45",
     "c-epoll": "#525252",
+    "c-io_uring": "#969696",
+    "aioc-streams": "#4292c6",
+    "aioc-tls": "#6baed6",
+    "asyncio-tls": "#fd8d3c",
+    "uvloop-tls": "#74c476",
+    "curio": "#6a51a3",
+    "trio": "#ce1256",
 }
 
 
@@ -156,7 +163,7 @@ def plot(doc: dict, path: str) -> None:
     machine, config = doc["machine"], doc["config"]
     fig.suptitle(
         f"aioc benchmark, {machine['date'][:10]}: {machine['cpu_model']} x{machine['cpu_count']}, "
-        f"Python {machine['python']}, aioc {machine['aioc_implementation']}, uvloop {machine['uvloop_version'] or '-'}; "
+        f"Python {machine['python']}, aioc {machine['aioc_implementation']}, uvloop {machine.get('uvloop_version') or '-'}; "
         f"{config['rounds']} round(s), {config['window']:g} s windows, {config['connections']} connections, "
         f"client {config.get('client_loop') or config['client']}",
         fontsize=10, x=0.01, ha="left",
