@@ -19,10 +19,11 @@ else:
     globals().update({name: getattr(_impl, name) for name in _impl.__all__})
 
 # The runtime above the loop: pure Python on the contract, shared by both loops.
-from . import queues, scopes, signals, sync, taskgroups, threads
+from . import queues, scopes, signals, streams, sync, taskgroups, threads
 from .queues import *  # noqa: F403
 from .scopes import *  # noqa: F403
 from .signals import *  # noqa: F403
+from .streams import *  # noqa: F403
 from .sync import *  # noqa: F403
 from .taskgroups import *  # noqa: F403
 from .threads import *  # noqa: F403
@@ -37,4 +38,5 @@ __all__ = [
     *queues.__all__,
     *threads.__all__,
     *signals.__all__,
+    *streams.__all__,
 ]

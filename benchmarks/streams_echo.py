@@ -1,0 +1,204 @@
+"""Server CPU per request: aioc.Stream against raw events, side by side.
+
+A keep-alive echo of 64-byte requests (63 bytes and a newline) over 50
+loopback connections.  Each server runs alone on CPU 0, the load generator
+(raw events on aioc's loop) on CPU 1; the server's user and system CPU time
+are read from ``/proc/<pid>/stat`` over the measurement window only.
+Servers:
+
+- ``raw``: ``yield ReadEvent(conn)`` then ``yield from sendall(conn, data)``;
+- ``read``: ``yield from stream.read()`` then ``yield from stream.write(data)``;
+- ``readline``: ``yield from stream.readline()`` then ``stream.write(line)``.
+
+``--stream pure`` runs the pure ``aioc.streams.Stream`` instead of the one
+``import aioc`` gives (compiled when built).
+
+    python benchmarks/streams_echo.py [--seconds 5] [--rounds 3] [--stream pure]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+import aioc
+from aioc import AcceptEvent, ReadEvent, Sleep, sendall
+
+CONNECTIONS = 50
+REQUEST = b"x" * 63 + b"\n"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+# -- the servers -----------------------------------------------------------------
+
+
+def raw_handler(conn):
+    while True:
+        data = yield ReadEvent(conn)
+        if not data:
+            break
+        yield from sendall(conn, data)
+    conn.close()
+
+
+def stream_read_handler(stream_type):
+    def handle(conn):
+        stream = stream_type(conn)
+        while True:
+            data = yield from stream.read()
+            if not data:
+                break
+            yield from stream.write(data)
+        yield from stream.close()
+
+    return handle
+
+
+def stream_readline_handler(stream_type):
+    def handle(conn):
+        stream = stream_type(conn)
+        while True:
+            line = yield from stream.readline()
+            if not line:
+                break
+            yield from stream.write(line)
+        yield from stream.close()
+
+    return handle
+
+
+def serve(mode: str, stream_impl: str, port_file: str) -> None:
+    if stream_impl == "pure":
+        from aioc.streams import Stream as stream_type
+    else:
+        stream_type = aioc.Stream
+    handler = {
+        "raw": raw_handler,
+        "read": stream_read_handler(stream_type),
+        "readline": stream_readline_handler(stream_type),
+    }[mode]
+    loop = aioc.EventLoop()
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(256)
+
+    def accept_loop():
+        while True:
+            conn, _ = yield AcceptEvent(listener)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            loop.call_soon(handler(conn))
+
+    with open(port_file, "w") as out:
+        out.write(str(listener.getsockname()[1]))
+    loop.call_soon(accept_loop())
+    loop.run_forever()
+
+
+# -- the load generator ------------------------------------------------------------
+
+
+def load(port: int, warmup: float, seconds: float) -> None:
+    """Prints "start" after the warm-up, then the requests completed in the window."""
+    loop = aioc.EventLoop()
+    counts = [0]
+    phase = ["warmup"]
+
+    def client():
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setblocking(False)
+        while phase[0] != "done":
+            yield from sendall(sock, REQUEST)
+            got = 0
+            while got < len(REQUEST):
+                got += len((yield ReadEvent(sock)))
+            if phase[0] == "window":
+                counts[0] += 1
+        sock.close()
+
+    def controller():
+        yield Sleep(warmup)
+        phase[0] = "window"
+        print("start", flush=True)
+        yield Sleep(seconds)
+        phase[0] = "done"
+        print(counts[0], flush=True)
+
+    for _ in range(CONNECTIONS):
+        loop.call_soon(client())
+    loop.call_soon(controller())
+    loop.run_forever()
+
+
+# -- one measurement ----------------------------------------------------------------
+
+
+def cpu_ticks(pid: int) -> tuple[int, int]:
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return int(fields[11]), int(fields[12])  # utime, stime
+
+
+def measure(mode: str, stream_impl: str, seconds: float) -> tuple[float, float, float]:
+    """(requests/s, user µs/request, total µs/request) of one server."""
+    port_file = f"/tmp/aioc-streams-echo-{os.getpid()}.port"
+    if os.path.exists(port_file):
+        os.unlink(port_file)
+    me = os.path.abspath(__file__)
+    server = subprocess.Popen(["taskset", "-c", "0", sys.executable, me, "serve", mode, stream_impl, port_file])
+    try:
+        while not os.path.exists(port_file) or not open(port_file).read():
+            time.sleep(0.05)
+        port = open(port_file).read()
+        client = subprocess.Popen(
+            ["taskset", "-c", "1", sys.executable, me, "load", port, "1.0", str(seconds)],
+            stdout=subprocess.PIPE, text=True,
+        )
+        assert client.stdout.readline().strip() == "start"
+        before = cpu_ticks(server.pid)
+        count = int(client.stdout.readline())
+        after = cpu_ticks(server.pid)
+        client.wait()
+    finally:
+        server.kill()
+        server.wait()
+        os.unlink(port_file)
+    user = (after[0] - before[0]) / CLOCK_TICKS
+    system = (after[1] - before[1]) / CLOCK_TICKS
+    return count / seconds, user / count * 1e6, (user + system) / count * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--stream", choices=["default", "pure"], default="default")
+    parser.add_argument("--modes", default="raw,read,readline")
+    args = parser.parse_args()
+    modes = args.modes.split(",")
+    results: dict[str, list[tuple[float, float, float]]] = {mode: [] for mode in modes}
+    for _ in range(args.rounds):  # interleaved, so that neighbours' noise spreads evenly
+        for mode in modes:
+            results[mode].append(measure(mode, args.stream, args.seconds))
+    stream = "aioc.streams.Stream (pure)" if args.stream == "pure" else f"aioc.Stream ({aioc.IMPLEMENTATION})"
+    print(f"loop {aioc.IMPLEMENTATION}, stream {stream}; medians of {args.rounds} rounds of {args.seconds:g} s")
+    print(f"{'server':<10} {'req/s':>9} {'user µs/req':>12} {'total µs/req':>13} {'user x raw':>11}")
+    raw_user = statistics.median(r[1] for r in results["raw"]) if "raw" in results else None
+    for mode in modes:
+        rate, user, total = (statistics.median(r[i] for r in results[mode]) for i in range(3))
+        ratio = f"{user / raw_user:.2f}" if raw_user else "-"
+        print(f"{mode:<10} {rate:>9,.0f} {user:>12.2f} {total:>13.2f} {ratio:>11}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "serve":
+        serve(sys.argv[2], sys.argv[3], sys.argv[4])
+    elif len(sys.argv) > 1 and sys.argv[1] == "load":
+        load(int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]))
+    else:
+        main()
