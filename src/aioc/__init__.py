@@ -19,7 +19,7 @@ else:
     globals().update({name: getattr(_impl, name) for name in _impl.__all__})
 
 # The runtime above the loop: pure Python on the contract, shared by both loops.
-from . import queues, scopes, signals, streams, sync, taskgroups, threads
+from . import queues, scopes, signals, streams, sync, taskgroups, threads, tls
 from .queues import *  # noqa: F403
 from .scopes import *  # noqa: F403
 from .signals import *  # noqa: F403

@@ -270,6 +270,11 @@ class Stream:
         return self._sock
 
     @property
+    def tls(self) -> Any:
+        """The TLS layer the stream runs over (an ``aioc.tls.TLSLayer``), or ``None``."""
+        return self._tls
+
+    @property
     def peername(self) -> Any:
         """The peer's address (asked once, then remembered)."""
         if self._peername is None:
