@@ -96,10 +96,9 @@ def serve_aioc_streams(socks: list[socket.socket], backend: str, context: ssl.SS
     def open_stream(conn):  # a generator either way: the plaintext stream returns at its first step
         if context is None:
             return aioc.Stream(conn)
-        from aioc import tls
+        from aioc.tls import start_tls
 
-        layer = yield from tls.handshake(conn, context, server_side=True)
-        return aioc.Stream(conn, tls=layer)
+        return (yield from start_tls(conn, context, server_side=True))
 
     def handle(conn, reply, close):
         stream = None
