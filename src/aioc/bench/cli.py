@@ -41,7 +41,7 @@ examples:
 
 
 #: What --rounds, --window, --warmup and --sched-scale default to.  Chosen so that the default
-#: run, 3 interleaved rounds of every workload and contender, stays under 3 minutes on two CPUs:
+#: run, 3 interleaved rounds of every workload and contender, stays around 4 minutes on two CPUs:
 #: half-second windows suffice because the server's CPU time comes from its process CPU clock
 #: (ns), not from 10 ms ticks (only the user/system split is in ticks); every server is warmed
 #: up once before the first round, so each run needs only a short warm-up of its own; and the
@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--quick", action="store_true",
-                        help="smoke run under 30 s: one round, short windows, small scheduler sizes")
+                        help="smoke run of about 30 s: one round, short windows, small scheduler sizes")
     parser.add_argument("--json", metavar="FILE", help="write every raw and summarized number, with machine info")
     parser.add_argument("--plot", metavar="FILE.png", help="draw the results with matplotlib")
     parser.add_argument("--client", choices=("aioc", "wrk"), default="aioc",

@@ -3,9 +3,10 @@
 The TLS workload compares the servers' CPU time per request, so the client
 only has to be correct and steady, not fast: each of ``connections`` threads
 opens a TLS connection to 127.0.0.1 (trusting only the run's own
-certificate), completes its handshake during the warm-up and then sends a
-request and reads the whole reply, again and again, with blocking calls that
-release the GIL while they wait.  The threads share this process's CPU (the
+certificate) and then sends a request and reads the whole reply, again and
+again, with blocking calls that release the GIL while they wait.  The
+warm-up starts once every connection has finished its handshake, so the
+window holds requests only, not the servers' handshakes.  The threads share this process's CPU (the
 client's), like the coroutines of :mod:`aioc.bench.loadgen`, whose result
 format :func:`run_tls_load` returns.  Every recv is bounded by a socket
 timeout and the run by its window, so a dead server ends the run in seconds.
@@ -29,14 +30,20 @@ WARMUP, MEASURE, STOP = 0, 1, 2
 
 #: A blocked connect, recv or send gives up after this many seconds.
 SOCKET_TIMEOUT = 5.0
+#: The warm-up waits at most this long for every connection's handshake.
+HANDSHAKES_TIMEOUT = 30.0
 
 
 class _Run:
     """The shared state of one run's client threads; counts under one lock."""
 
-    def __init__(self, server_pid: int | None, max_requests: int, max_errors: int) -> None:
+    def __init__(self, connections: int, server_pid: int | None, max_requests: int, max_errors: int) -> None:
         self.lock = threading.Lock()
         self.stopped = threading.Event()
+        #: Set once every client has handshaken, or the run has stopped: the warm-up may begin.
+        self.ready = threading.Event()
+        self.connections = connections
+        self.connected = 0
         self.phase = WARMUP
         self.completed = 0
         self.errors = 0
@@ -89,6 +96,14 @@ class _Run:
             self.stop_reason = reason
         self.phase = STOP
         self.stopped.set()
+        self.ready.set()
+
+    def handshaken(self) -> None:
+        """A client's first connection is up."""
+        with self.lock:
+            self.connected += 1
+            if self.connected == self.connections:
+                self.ready.set()
 
     def record(self, latency: float) -> None:
         with self.lock:
@@ -113,11 +128,15 @@ class _Run:
 def _client(run: _Run, context: ssl.SSLContext, address: tuple, request: bytes, reply_len: int) -> None:
     perf = time.perf_counter
     prefix = protocol.REPLY_PREFIX
+    first = True
     while run.phase != STOP:
         try:
             with socket.create_connection(address, timeout=SOCKET_TIMEOUT) as raw:
                 raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 with context.wrap_socket(raw, server_hostname=HOST) as sock:
+                    if first:
+                        first = False
+                        run.handshaken()
                     while run.phase != STOP:
                         t0 = perf()
                         sock.sendall(request)
@@ -168,17 +187,20 @@ def run_tls_load(
     raise_nofile_limit()
     context = ssl.create_default_context(cafile=tls_cafile)
     reply_len = len(protocol.reply_for(mode))
-    run = _Run(server_pid, max_requests, max_errors)
-    if warmup <= 0:
-        run.begin_measure()
+    run = _Run(connections, server_pid, max_requests, max_errors)
     threads = [threading.Thread(target=_client, args=(run, context, (HOST, port), protocol.REQUEST, reply_len),
                                 daemon=True) for _ in range(connections)]
     for thread in threads:
         thread.start()
     try:
-        if warmup > 0 and not run.stopped.wait(warmup):
+        # Failed handshakes count as errors and may stop the run; otherwise
+        # measure anyway once the handshakes have had their time.
+        run.ready.wait(HANDSHAKES_TIMEOUT)
+        if warmup > 0:
+            run.stopped.wait(warmup)
+        if not run.stopped.is_set():
             run.begin_measure()
-        run.stopped.wait(window)
+            run.stopped.wait(window)
     finally:
         run.stop()
         for thread in threads:
