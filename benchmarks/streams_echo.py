@@ -185,7 +185,7 @@ def main() -> None:
     for _ in range(args.rounds):  # interleaved, so that neighbours' noise spreads evenly
         for mode in modes:
             results[mode].append(measure(mode, args.stream, args.seconds))
-    stream = "aioc.streams.Stream (pure)" if args.stream == "pure" else f"aioc.Stream ({aioc.IMPLEMENTATION})"
+    stream = "aioc.streams.Stream (pure)" if args.stream == "pure" else f"aioc.Stream ({aioc.Stream.__module__})"
     print(f"loop {aioc.IMPLEMENTATION}, stream {stream}; medians of {args.rounds} rounds of {args.seconds:g} s")
     print(f"{'server':<10} {'req/s':>9} {'user µs/req':>12} {'total µs/req':>13} {'user x raw':>11}")
     raw_user = statistics.median(r[1] for r in results["raw"]) if "raw" in results else None

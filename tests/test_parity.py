@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from aioc import _env, _loop_py, lowlevel
+from aioc import _env, _loop_py, lowlevel, streams
 
 try:
     from aioc import _loop_c
@@ -185,3 +185,28 @@ def test_compiled_event_fields_are_the_pure_slots(name):
     declared, _, _ = c_members(name)
     declared.discard("suspended")
     assert declared == set(getattr(_loop_py, name).__slots__)
+
+
+# -- streams: aioc.streams is the specification, _compiled/streams.pxi its twin --
+
+
+def test_stream_twins_offer_the_same_surface():
+    pure, compiled = streams.Stream, _loop_c.Stream
+    assert surface(pure) == surface(compiled)
+    assert set(pure.__slots__) <= surface(compiled)  # the fields the shared pure methods use
+
+
+@pytest.mark.parametrize("cls", ["Stream", "StreamBuffer"])
+def test_stream_twins_take_the_same_parameters(cls):
+    pure, compiled = getattr(streams, cls), getattr(_loop_c, cls)
+    methods = {name for name in surface(pure) if inspect.isfunction(inspect.getattr_static(pure, name))}
+    assert methods <= surface(compiled)
+    for name in methods | {"__len__"} & set(dir(pure)):
+        assert parameters(getattr(pure, name)) == parameters(getattr(compiled, name)), name
+
+
+def test_stream_buffer_twins_offer_the_same_methods():
+    def methods(cls):
+        return {name for name in surface(cls) | {"__len__"} if callable(getattr(cls, name, None))}
+
+    assert methods(streams.StreamBuffer) == methods(_loop_c.StreamBuffer)

@@ -1,8 +1,12 @@
 """aioc.Stream on both loops, over real sockets: reading, limits, writing with
-backpressure, sendfile, closing, the TLS hook, and the faults peers commit."""
+backpressure, sendfile, closing, the TLS hook, and the faults peers commit.
+
+Each test runs both twins of Stream (the pure specification in
+``aioc.streams`` and the compiled one in ``aioc._loop_c``) on both loops."""
 
 from __future__ import annotations
 
+import gc
 import io
 import os
 import socket
@@ -14,12 +18,33 @@ from typing import Any
 import pytest
 
 import aioc
-from aioc import streams
+from aioc import _env, streams
+
+try:
+    from aioc import _loop_c
+except ImportError:
+    if _env.require_extensions():
+        raise
+    _loop_c = None
+
+STREAMS = {"pure-stream": streams.Stream, "compiled-stream": getattr(_loop_c, "Stream", None)}
+BUFFERS = {"pure-buffer": streams.StreamBuffer, "compiled-buffer": getattr(_loop_c, "StreamBuffer", None)}
 
 
-@pytest.fixture
-def Stream() -> type:
-    return streams.Stream
+@pytest.fixture(params=list(STREAMS), ids=list(STREAMS))
+def Stream(request: pytest.FixtureRequest) -> type:
+    """The Stream twin under test."""
+    if STREAMS[request.param] is None:
+        pytest.skip("the compiled loop is not built")
+    return STREAMS[request.param]
+
+
+@pytest.fixture(params=list(BUFFERS), ids=list(BUFFERS))
+def StreamBuffer(request: pytest.FixtureRequest) -> type:
+    """The StreamBuffer twin under test."""
+    if BUFFERS[request.param] is None:
+        pytest.skip("the compiled loop is not built")
+    return BUFFERS[request.param]
 
 
 @types.coroutine
@@ -49,6 +74,44 @@ def wait_until(aio: Any, condition: Any) -> Any:
 def receive_all(aio, sock, into, count):
     while len(into) < count:
         into.extend((yield aio.ReadEvent(sock)))
+
+
+def send_all(aio, sock, data):
+    yield aio.SendAll(sock, data)
+
+
+# -- the buffer ----------------------------------------------------------------
+
+
+def test_buffer_appends_finds_and_takes(StreamBuffer):
+    buffer = StreamBuffer()
+    assert len(buffer) == 0 and buffer.take(5) == b""
+    buffer.append(b"abc\r")
+    buffer.append(memoryview(b"\ndef"))
+    buffer.append(bytearray(b"\r\n"))
+    assert len(buffer) == 10
+    assert buffer.find(b"\r\n", 0, 10) == 3
+    assert buffer.find(b"\r\n", 0, 4) == -1  # the separator must lie wholly within
+    assert buffer.find(b"\r\n", 4, 10) == 8
+    assert buffer.find(b"\r\n", 4, 1000) == 8
+    assert buffer.find(b"x", 0, 10) == -1
+    assert buffer.take(5) == b"abc\r\n"
+    assert buffer.find(b"\r\n", 0, 5) == 3  # offsets count from the first unconsumed byte
+    assert buffer.take(100) == b"def\r\n"
+    assert len(buffer) == 0
+
+
+def test_buffer_keeps_order_through_compaction(StreamBuffer):
+    buffer = StreamBuffer()
+    sent = os.urandom(600_000)
+    taken = bytearray()
+    position = 0
+    for size in (70_000, 1, 3, 65_536, 100_000, 7) * 4:
+        buffer.append(sent[position : position + size])
+        position += size
+        taken += buffer.take(size // 2 + 1)
+    taken += buffer.take(len(buffer))
+    assert bytes(taken) == sent[:position]
 
 
 # -- reading -----------------------------------------------------------------
@@ -263,6 +326,106 @@ def test_slow_sender_one_byte_at_a_time_waits_for_readiness(aio, loop, runner, s
     assert steps[0] <= len(line)
 
 
+def test_separator_search_covers_each_byte_about_once(aio, loop, runner, socketpair):
+    """A line sent one byte at a time is searched in linear, not quadratic, work
+    (shown on the specification, whose buffer a test can watch)."""
+    a, b = socketpair()
+    stream = streams.Stream(a)
+    searched = [0]
+
+    class Watched(streams.StreamBuffer):
+        __slots__ = ()
+
+        def find(self, separator, begin, end):
+            searched[0] += max(0, end - begin)
+            return super().find(separator, begin, end)
+
+    stream._buffer = Watched()
+    line = b"x" * 300 + b"\r\n"
+
+    def writer():
+        for byte in line:
+            b.send(bytes([byte]))
+            yield aio.Sleep(0)
+
+    def main():
+        loop.call_soon(writer())
+        return (yield from stream.read_until(b"\r\n"))
+
+    assert runner.complete(main()) == line
+    assert searched[0] <= 2 * len(line)
+
+
+def test_buffered_reads_complete_without_waiting(aio, runner, socketpair, Stream):
+    a, b = socketpair()
+    stream = Stream(a)
+    steps = [0]
+
+    def reads():
+        return [
+            (yield from stream.readline()),
+            (yield from stream.read_until(b"\r\n")),
+            (yield from stream.read_exactly(3)),
+            (yield from stream.read(2)),
+        ]
+
+    def main():
+        b.send(b"line\nrequest\r\nabcde")
+        yield aio.Sleep(0.01)
+        yield from stream.read_exactly(1)  # one receive buffers everything sent
+        return (yield from counting(reads(), steps))
+
+    assert runner.complete(main()) == [b"ine\n", b"request\r\n", b"abc", b"de"]
+    assert steps[0] == 0  # each came from the buffer, without a trip through the loop
+
+
+def test_read_larger_than_one_chunk(aio, loop, runner, socketpair, Stream):
+    a, b = socketpair()
+    stream = Stream(a)
+    payload = os.urandom(150_000)
+
+    def main():
+        task = loop.call_soon(send_all(aio, b, payload))
+        data = bytearray()
+        while len(data) < len(payload):
+            data += yield from stream.read(1 << 20)
+        yield aio.Join(task)
+        return bytes(data)
+
+    assert runner.complete(main()) == payload
+
+
+def test_socket_subclass_takes_the_general_path(aio, runner, Stream):
+    class Traced(socket.socket):
+        received = 0
+
+        def recv(self, *args):
+            data = super().recv(*args)
+            Traced.received += len(data)
+            return data
+
+    a = Traced(socket.AF_UNIX, socket.SOCK_STREAM)
+    b = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        a.bind("\0aioc-streams-%d" % os.getpid())
+        a.listen()
+        b.connect(a.getsockname())
+        conn_fd, _ = a._accept()
+        conn = Traced(socket.AF_UNIX, socket.SOCK_STREAM, fileno=conn_fd)
+        stream = Stream(conn)
+
+        def main():
+            b.send(b"through recv\n")
+            return (yield from stream.readline())
+
+        assert runner.complete(main()) == b"through recv\n"
+        assert Traced.received == 13  # the subclass's own recv ran
+        conn.close()
+    finally:
+        a.close()
+        b.close()
+
+
 def test_async_def_awaits_stream_operations(aio, runner, socketpair, Stream):
     a, b = socketpair()
     stream = Stream(a)
@@ -286,6 +449,19 @@ def test_properties(aio, runner, tcp_pair, Stream):
     assert stream.socket is server
     assert stream.peername == client.getsockname()
     assert "Stream" in repr(stream)
+
+
+def test_a_stream_is_freed_without_the_cycle_collector(socketpair, Stream):
+    a, b = socketpair()
+    gc.collect()
+    gc.disable()
+    try:
+        stream = Stream(a)
+        stream._buffer.append(b"unread")
+        del stream
+        assert gc.collect() == 0  # nothing was left for the collector
+    finally:
+        gc.enable()
 
 
 def test_stream_makes_a_blocking_socket_non_blocking(socketpair, Stream):
@@ -667,7 +843,7 @@ def test_a_failing_tls_close_still_closes_the_socket(aio, runner, socketpair, St
 
 
 def test_public_names():
-    assert aioc.Stream is streams.Stream or aioc.IMPLEMENTATION == "compiled"
+    assert aioc.Stream is (streams.Stream if aioc.IMPLEMENTATION == "pure" else _loop_c.Stream)
     assert issubclass(aioc.IncompleteReadError, EOFError)
     for name in ("Stream", "IncompleteReadError", "LimitOverrunError"):
         assert name in aioc.__all__

@@ -24,6 +24,10 @@ from .queues import *  # noqa: F403
 from .scopes import *  # noqa: F403
 from .signals import *  # noqa: F403
 from .streams import *  # noqa: F403
+
+if not TYPE_CHECKING:
+    # The compiled twin of Stream when the compiled loop is in use.
+    Stream = getattr(_impl, "Stream", Stream)  # noqa: F405
 from .sync import *  # noqa: F403
 from .taskgroups import *  # noqa: F403
 from .threads import *  # noqa: F403

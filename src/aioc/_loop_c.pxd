@@ -14,6 +14,7 @@
 #   io_select.pxi  the select backend      } and _io_select.py
 #   fastpaths.pxi  C I/O for the built-in events
 #   events.pxi     the built-in events, compiled
+#   streams.pxi    Stream and its buffer, compiled (twins of streams.py)
 #   gc.pxi         garbage-collector support for the C-held references
 # and C that Cython cannot express from _compiled/aioc.h.
 
@@ -263,3 +264,34 @@ cdef class Spawn(BuiltinEvent):
 
 cdef class Join(BuiltinEvent):
     cdef public object task
+
+
+# -- streams.pxi ------------------------------------------------------------------
+
+cdef class StreamBuffer:
+    cdef char *data
+    cdef Py_ssize_t start          # the unconsumed bytes are data[start:end]
+    cdef Py_ssize_t end
+    cdef Py_ssize_t capacity
+    cdef char *reserve(self, Py_ssize_t n) except NULL
+    cdef int extend(self, const char *data, Py_ssize_t n) except -1
+    cdef Py_ssize_t find_in(self, const char *separator, Py_ssize_t width, Py_ssize_t begin, Py_ssize_t end) noexcept
+    cdef bytes take_bytes(self, Py_ssize_t n)
+
+cdef class Stream:
+    cdef readonly object _sock
+    cdef readonly object _tls
+    cdef readonly StreamBuffer _buffer
+    cdef public bint _eof
+    cdef public bint _closed
+    cdef public object _peername
+
+cdef class StreamRead:
+    cdef Stream stream
+    cdef int kind                  # STREAM_READ, STREAM_READ_EXACTLY or STREAM_READ_UNTIL
+    cdef Py_ssize_t size           # max_bytes, n or limit
+    cdef bytes separator
+    cdef Py_ssize_t searched       # no separator starts before this offset
+    cdef Py_ssize_t receive_size(self) noexcept
+
+cdef int stream_receive_for(EventLoop loop, StreamRead read, Task task) except -1

@@ -23,7 +23,8 @@ from cpython.ref cimport Py_CLEAR, Py_DECREF, Py_INCREF, Py_XDECREF
 from libc.errno cimport EAGAIN, EBADF, ECONNABORTED, EEXIST, EINTR, ENOENT, errno
 from libc.math cimport ceil
 from libc.stdint cimport uint32_t
-from libc.string cimport memset
+from libc.string cimport memcpy, memmove, memset
+from cpython.pyport cimport PY_SSIZE_T_MAX
 from posix.fcntl cimport F_GETFD, fcntl
 from posix.time cimport timeval
 from posix.unistd cimport close as close_fd
@@ -37,6 +38,7 @@ from collections import deque
 from aioc import _constants as C
 from aioc import _loop_py
 from aioc import events as _events
+from aioc import streams as _streams
 from aioc._interrupts import InterruptGuard
 from aioc._introspect import TaskStack, check_name, coroutine_frames, default_name, where
 from aioc._io_epoll import fileno_of, weak_owner
@@ -142,6 +144,8 @@ cdef extern from "_compiled/aioc.h":
     object aioc_inet_address(const sockaddr_storage *address)
     Py_ssize_t aioc_positive_size(object o)
     int aioc_make_awaitable(object type, object raise_thrown, object await_shared) except -1
+    ctypedef PyObject *(*aioc_stream_step_fn)(PyObject *read)
+    int aioc_make_stream_awaitable(object type, aioc_stream_step_fn step) except -1
     int aioc_event_suspended(object event)
     int aioc_install_gc(object type, aioc_visit_held_fn visit, aioc_clear_held_fn clear) except -1
 
@@ -652,10 +656,12 @@ cdef class EventLoop:
         cdef type kind = type(event)
         if kind is Sleep and (<Sleep>event)._seconds <= 0.0:
             return self.push(task, None)
-        if kind is ReadEvent and rewait_read(self, <ReadEvent>event, task):
+        if kind is ReadEvent and rewait_read(self, (<ReadEvent>event).sock, event, task):
             return 0
         if kind is SendAll and is_socket((<SendAll>event).sock):
             return send_all(self, <SendAll>event, task)
+        if kind is StreamRead and rewait_read(self, (<StreamRead>event).stream._sock, event, task):
+            return 0
         return self.yield_guarded(event, task)
 
     cdef int yield_guarded(self, object event, Task task) except -1:
@@ -677,6 +683,9 @@ cdef class EventLoop:
                 self.wait_task((<Join>event).task, event, task)
             elif kind is AcceptEvent:
                 sock = (<AcceptEvent>event).sock
+                self.wait_io(socket_fd(sock), False, event, task, sock)
+            elif kind is StreamRead:
+                sock = (<StreamRead>event).stream._sock
                 self.wait_io(socket_fd(sock), False, event, task, sock)
             else:
                 method = getattr(event, "_yield", None)
@@ -702,6 +711,8 @@ cdef class EventLoop:
             return self.push(task, None)
         if kind is AcceptEvent and is_inet_socket((<AcceptEvent>event).sock):
             return accept_for(self, <AcceptEvent>event, task)
+        if kind is StreamRead and is_socket((<StreamRead>event).stream._sock):
+            return stream_receive_for(self, <StreamRead>event, task)
         return self.resume_guarded(event, task)
 
     cdef int resume_guarded(self, object event, Task task) except -1:
@@ -994,3 +1005,4 @@ def run(coro, *, backend=None, debug=False):
 
 
 include "_compiled/events.pxi"
+include "_compiled/streams.pxi"

@@ -50,6 +50,13 @@ The TLS hook
     ``sendfile`` then reads the file and writes through the layer, and
     ``close`` closes the layer before the socket.  Without a layer the stream
     uses the socket directly: that is the fast path.
+
+The compiled twin
+    This module is the specification.  The compiled loop has twins of
+    :class:`StreamBuffer` and :class:`Stream` with the same names and
+    behaviour (``aioc/_compiled/streams.pxi``), and ``aioc.Stream`` is the
+    compiled one when the compiled loop is in use.  Both twins run on both
+    loops.
 """
 
 from __future__ import annotations
@@ -163,9 +170,9 @@ class Receive:
 
     __slots__ = ("stream", "nbytes")
 
-    def __init__(self, stream: Stream) -> None:
+    def __init__(self, stream: Stream, nbytes: int) -> None:
         self.stream = stream
-        self.nbytes = DEFAULT_LIMIT
+        self.nbytes = nbytes
 
     def _yield(self, loop: Any, task: Any) -> None:
         sock = self.stream._sock
@@ -247,7 +254,7 @@ class Stream:
     ``receive``, ``send`` and ``close``; see the module's documentation.
     """
 
-    __slots__ = ("_sock", "_tls", "_buffer", "_eof", "_closed", "_receive", "_peername")
+    __slots__ = ("_sock", "_tls", "_buffer", "_eof", "_closed", "_peername")
 
     def __init__(self, sock: socket.socket, *, tls: Any = None) -> None:
         if sock.getblocking():
@@ -257,7 +264,6 @@ class Stream:
         self._buffer = StreamBuffer()
         self._eof = False
         self._closed = False
-        self._receive = Receive(self)
         self._peername: Any = None
 
     def __repr__(self) -> str:
@@ -297,8 +303,8 @@ class Stream:
         if self._closed:
             raise OSError(errno.EBADF, "the stream is closed")
         if self._tls is None:
-            self._receive.nbytes = nbytes
-            received: int = yield self._receive
+            # A new event each time: one kept on the stream would make a cycle.
+            received: int = yield Receive(self, nbytes)
             return received
         data = yield from self._tls.receive(nbytes)
         self._received(data)

@@ -173,6 +173,93 @@ static int aioc_make_awaitable(PyObject *type, PyObject *raise_thrown, PyObject 
     return 0;
 }
 
+/* -- stream reads as their own awaitable iterators ---------------------- */
+
+/* A compiled stream read (streams.pxi) computes its result from the stream's
+   buffer every time it is sent a value: at the first send, which completes
+   at once when the buffer already holds the answer, and at every resumption
+   after the loop received more bytes into the buffer.  It yields itself
+   while it needs more.  The value the loop sends is ignored: the bytes are
+   in the buffer, so a task cancelled before it runs loses none of them. */
+typedef PyObject *(*aioc_stream_step_fn)(PyObject *read);
+static aioc_stream_step_fn aioc_stream_step = NULL;  /* the result, the read itself to wait, NULL on error */
+
+static PySendResult aioc_stream_send(PyObject *self, PyObject *arg, PyObject **result) {
+    PyObject *value = aioc_stream_step(self);
+    *result = value;
+    if (value == NULL) return PYGEN_ERROR;
+    return value == self ? PYGEN_NEXT : PYGEN_RETURN;
+}
+
+static PyObject *aioc_stream_next(PyObject *self) {
+    PyObject *result, *stop;
+    PySendResult status = aioc_stream_send(self, Py_None, &result);
+    if (status != PYGEN_RETURN) return result;
+    stop = PyObject_CallOneArg(PyExc_StopIteration, result);
+    Py_DECREF(result);
+    if (stop != NULL) {
+        PyErr_SetObject(PyExc_StopIteration, stop);
+        Py_DECREF(stop);
+    }
+    return NULL;
+}
+
+static PyObject *aioc_stream_iter(PyObject *self) {
+    Py_INCREF(self);
+    return self;
+}
+
+static PyObject *aioc_stream_send_method(PyObject *self, PyObject *value) {
+    return aioc_stream_next(self);
+}
+
+static PyObject *aioc_stream_throw(PyObject *self, PyObject *args) {
+    return PyObject_Call(aioc_raise_thrown, args, NULL);
+}
+
+static PyObject *aioc_stream_close(PyObject *self, PyObject *unused) {
+    Py_RETURN_NONE;
+}
+
+static PyObject *aioc_stream_iter_method(PyObject *self, PyObject *unused) {
+    return aioc_stream_iter(self);
+}
+
+static PyObject *aioc_stream_next_method(PyObject *self, PyObject *unused) {
+    PyObject *result = aioc_stream_next(self);
+    if (result == NULL && !PyErr_Occurred()) PyErr_SetNone(PyExc_StopIteration);
+    return result;
+}
+
+static PyMethodDef aioc_stream_methods[] = {
+    {"__await__", aioc_stream_iter_method, METH_NOARGS, "Return the read itself: it is its own iterator."},
+    {"__iter__", aioc_stream_iter_method, METH_NOARGS, "Return the read itself: it is its own iterator."},
+    {"__next__", aioc_stream_next_method, METH_NOARGS, "Complete from the buffer, or yield the read to wait for bytes."},
+    {"send", aioc_stream_send_method, METH_O, "Complete from the buffer, or yield the read to wait for bytes."},
+    {"throw", aioc_stream_throw, METH_VARARGS, "Raise what is thrown into a coroutine suspended on this read."},
+    {"close", aioc_stream_close, METH_NOARGS, "Nothing to release: the bytes stay in the stream's buffer."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyAsyncMethods aioc_stream_async = {aioc_stream_iter, NULL, NULL, aioc_stream_send};
+
+static int aioc_make_stream_awaitable(PyObject *type, aioc_stream_step_fn step) {
+    PyTypeObject *t = (PyTypeObject *)type;
+    PyMethodDef *def;
+    aioc_stream_step = step;
+    t->tp_iter = aioc_stream_iter;
+    t->tp_iternext = aioc_stream_next;
+    t->tp_as_async = &aioc_stream_async;
+    for (def = aioc_stream_methods; def->ml_name != NULL; def++) {
+        PyObject *method = PyDescr_NewMethod(t, def);
+        int failed = method == NULL || PyDict_SetItemString(t->tp_dict, def->ml_name, method) < 0;
+        Py_XDECREF(method);
+        if (failed) return -1;
+    }
+    PyType_Modified(t);
+    return 0;
+}
+
 /* -- stepping coroutines ------------------------------------------------ */
 
 /* 0 it yielded, 1 it returned, -1 it raised (the exception stays set).

@@ -27,9 +27,8 @@ cdef inline int socket_fd(object sock) except? -2:
     return sock.fileno()
 
 
-cdef inline bint rewait_read(EventLoop loop, ReadEvent event, Task task) except -1:
-    """Wait to read where epoll already holds a fitting registration: no system call."""
-    cdef object sock = event.sock
+cdef inline bint rewait_read(EventLoop loop, object sock, object event, Task task) except -1:
+    """Wait to read ``sock`` where epoll already holds a fitting registration: no system call."""
     cdef FdSlot *slot
     cdef int fd
     if not is_socket(sock):
