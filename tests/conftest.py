@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import resource
 import socket
+import ssl
 import threading
 from typing import Any, Callable, Iterator
 
@@ -192,3 +193,45 @@ def fd_limit() -> Iterator[FdLimit]:
         yield limit
     finally:
         limit.restore()
+
+
+# -- TLS: certificates made at test time by trustme ---------------------------------
+
+
+@pytest.fixture(scope="session")
+def ca() -> Any:
+    """A certificate authority of the tests' own."""
+    trustme = pytest.importorskip("trustme")
+    return trustme.CA()
+
+
+@pytest.fixture(scope="session")
+def server_cert(ca: Any) -> Any:
+    return ca.issue_cert("localhost", "127.0.0.1", "::1")
+
+
+@pytest.fixture
+def server_context(server_cert: Any) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_cert.configure_cert(context)
+    return context
+
+
+@pytest.fixture
+def client_context(ca: Any) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    ca.configure_trust(context)
+    return context
+
+
+@pytest.fixture(scope="session")
+def pem_files(ca: Any, server_cert: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The CA and the server's chain and key as files, for openssl and curl."""
+    folder = tmp_path_factory.mktemp("pem")
+    paths = {"ca": str(folder / "ca.pem"), "cert": str(folder / "cert.pem"), "key": str(folder / "key.pem")}
+    ca.cert_pem.write_to_path(paths["ca"])
+    with open(paths["cert"], "wb") as f:
+        for blob in server_cert.cert_chain_pems:
+            f.write(blob.bytes())
+    server_cert.private_key_pem.write_to_path(paths["key"])
+    return paths

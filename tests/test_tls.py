@@ -8,7 +8,6 @@ test time by ``trustme``.
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import ssl
@@ -22,49 +21,7 @@ import aioc
 from aioc import tls
 from aioc.threads import run_in_thread
 
-trustme = pytest.importorskip("trustme")
-
 MiB = 1024 * 1024
-
-
-# -- certificates and contexts ------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def ca() -> Any:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def server_cert(ca: Any) -> Any:
-    return ca.issue_cert("localhost", "127.0.0.1", "::1")
-
-
-@pytest.fixture
-def server_context(server_cert: Any) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_cert.configure_cert(context)
-    return context
-
-
-@pytest.fixture
-def client_context(ca: Any) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-    ca.configure_trust(context)
-    return context
-
-
-@pytest.fixture(scope="module")
-def pem_files(ca: Any, server_cert: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """The CA and the server's chain and key as files, for openssl."""
-    folder = tmp_path_factory.mktemp("pem")
-    paths = {"ca": str(folder / "ca.pem"), "cert": str(folder / "cert.pem"), "key": str(folder / "key.pem")}
-    ca.cert_pem.write_to_path(paths["ca"])
-    with open(paths["cert"], "wb") as f:
-        for blob in server_cert.cert_chain_pems:
-            f.write(blob.bytes())
-    server_cert.private_key_pem.write_to_path(paths["key"])
-    return paths
 
 
 # -- a blocking peer in a thread ----------------------------------------------------

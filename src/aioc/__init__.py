@@ -19,9 +19,11 @@ else:
     globals().update({name: getattr(_impl, name) for name in _impl.__all__})
 
 # The runtime above the loop: pure Python on the contract, shared by both loops.
-from . import queues, scopes, signals, streams, sync, taskgroups, threads, tls
+from . import clients, queues, scopes, servers, signals, streams, sync, taskgroups, threads, tls
+from .clients import *  # noqa: F403
 from .queues import *  # noqa: F403
 from .scopes import *  # noqa: F403
+from .servers import *  # noqa: F403
 from .signals import *  # noqa: F403
 from .streams import *  # noqa: F403
 
@@ -43,4 +45,6 @@ __all__ = [
     *threads.__all__,
     *signals.__all__,
     *streams.__all__,
+    *servers.__all__,
+    *clients.__all__,
 ]

@@ -55,10 +55,11 @@ from __future__ import annotations
 import socket
 import ssl
 import types
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any, Union
 
 from .events import _DONTWAIT, DEFAULT_READ_SIZE, Event, SendAll, check_nbytes, timeout_after
+from ._loop import implementation
 from .scopes import ignore_after
 from .streams import Stream
 from .sync import Lock
@@ -81,6 +82,10 @@ _WRITE_CHUNK = 256 * 1024
 # Plaintext asked of one SSLObject.read: a TLS record carries at most 16 KiB,
 # and SSLObject.read allocates what it is asked for before it shrinks it.
 _RECORD_SIZE = 16 * 1024
+
+#: Makes the streams the runtime hands out, as ``aioc.Stream`` does: the
+#: compiled twin when the compiled loop is in use (it reads raw sockets in C).
+new_stream: Callable[..., Stream] = getattr(implementation, "Stream", Stream)
 
 
 class _ReceiveCiphertext(Event):
@@ -246,6 +251,8 @@ class TLSLayer:
                 break
             chunks.append(chunk)
             total += len(chunk)
+            if not (sslobj.pending() or self._incoming.pending):
+                break  # the next read could only say "want read": spare its exception
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     @types.coroutine
@@ -386,4 +393,4 @@ def start_tls(
     layer = yield from handshake(
         sock, context, server_side=server_side, server_hostname=server_hostname, handshake_timeout=handshake_timeout
     )
-    return Stream(sock, tls=layer)
+    return new_stream(sock, tls=layer)

@@ -128,6 +128,7 @@ cdef class Stream:
         return _PureStream.__repr__(self)
 
     socket = _PureStream.socket
+    tls = _PureStream.tls
     peername = _PureStream.peername
 
     def read(self, max_bytes=_streams.DEFAULT_LIMIT):
