@@ -270,10 +270,9 @@ def test_other_loops_servers_serve_every_mode(kind):
 
 
 def test_aioc_streams_server_serves_every_mode():
-    import aioc
-
-    if not hasattr(aioc, "Stream"):
-        pytest.skip("this aioc has no aioc.Stream")
+    missing = contenders_mod.aioc_missing(("serve_tcp", "Stream"))
+    if missing:
+        pytest.skip(missing)
     proc, line = _start([sys.executable, "-m", "aioc.bench.servers", "aioc-streams", "--lifetime", "60"])
     try:
         _serves_every_mode(dict(zip(protocol.MODES, map(int, line[3:]))), proc.pid)
@@ -299,9 +298,7 @@ def _tls_server_kinds() -> list[list[str]]:
         kinds.append(["asyncio-streams", "--uvloop"])
     except ImportError:
         pass
-    import aioc
-
-    if contenders_mod.aioc_feature_status("tls") is None and hasattr(aioc, "Stream"):
+    if contenders_mod.aioc_missing(("serve_tcp", "Stream", "tls")) is None:
         kinds.append(["aioc-streams"])
     return kinds
 

@@ -42,8 +42,8 @@ class Contender:
     suites: tuple[str, ...] = ("plain",)
     #: The C source of a C server, shipped in this package.
     c_source: str | None = None
-    #: What it needs of aioc beyond the event loop (``"Stream"``, ``"tls"``), if anything.
-    needs: str | None = None
+    #: The names it needs in ``aioc`` beyond the event loop (its streams or TLS API).
+    needs: tuple[str, ...] = ()
     available: bool = True
     reason: str | None = None
 
@@ -78,10 +78,10 @@ def all_contenders() -> list[Contender]:
                   ("aioc", "epoll"), dict(_PURE), expect="aioc-pure-epoll"),
         Contender("aioc-pure-select", "aioc pure Python (select)", "aioc", ["aioc", "--backend", "select"],
                   None, dict(_PURE), expect="aioc-pure-select", fd_limit=SELECT_FD_LIMIT),
-        Contender("aioc-streams", "aioc compiled, aioc.Stream", "aioc", ["aioc-streams"], None, dict(_COMPILED),
-                  expect="aioc-compiled-epoll", suites=("streams",), needs="Stream"),
-        Contender("aioc-tls", "aioc compiled, TLS stream", "aioc", ["aioc-streams", "--tls"], None, dict(_COMPILED),
-                  expect="aioc-compiled-epoll", suites=("tls",), needs="tls"),
+        Contender("aioc-streams", "aioc compiled, serve_tcp streams", "aioc", ["aioc-streams"], None, dict(_COMPILED),
+                  expect="aioc-compiled-epoll", suites=("streams",), needs=("serve_tcp", "Stream")),
+        Contender("aioc-tls", "aioc compiled, serve_tcp TLS streams", "aioc", ["aioc-streams", "--tls"], None, dict(_COMPILED),
+                  expect="aioc-compiled-epoll", suites=("tls",), needs=("serve_tcp", "Stream", "tls")),
         Contender("asyncio-protocol", "asyncio Protocol", "asyncio", ["asyncio-protocol"], expect="asyncio"),
         Contender("asyncio-streams", "asyncio streams", "asyncio", ["asyncio-streams"], expect="asyncio",
                   suites=("plain", "streams")),
@@ -144,17 +144,12 @@ def package_status(name: str) -> tuple[str | None, str | None]:
     return getattr(module, "__version__", "?"), None
 
 
-def aioc_feature_status(feature: str) -> str | None:
-    """None if this aioc has ``feature`` (``"Stream"`` or ``"tls"``), else why not."""
+def aioc_missing(names: tuple[str, ...]) -> str | None:
+    """None if ``aioc`` has every one of ``names``, else which it lacks."""
     import aioc
 
-    if feature == "Stream":
-        return None if hasattr(aioc, "Stream") else "this aioc has no aioc.Stream"
-    try:
-        importlib.import_module("aioc.tls")
-    except ImportError as exc:
-        return f"this aioc has no TLS streams ({exc})"
-    return None
+    missing = [name for name in names if not hasattr(aioc, name)]
+    return f"this aioc has no {', '.join('aioc.' + name for name in missing)}" if missing else None
 
 
 def check_availability(contenders: list[Contender], c_servers: dict[str, tuple[str | None, str | None]],
@@ -170,7 +165,7 @@ def check_availability(contenders: list[Contender], c_servers: dict[str, tuple[s
         version, reason = packages.get(c.family, (None, None))
         if c.env.get("AIOC_REQUIRE_EXTENSIONS") and compiled:
             c.available, c.reason = False, compiled
-        elif c.needs and (missing := aioc_feature_status(c.needs)):
+        elif c.needs and (missing := aioc_missing(c.needs)):
             c.available, c.reason = False, missing
         elif c.family in packages:
             if reason:

@@ -4,10 +4,10 @@
 per reply mode (see :mod:`aioc.bench.protocol`), prints one line
 ``READY <pid> <implementation> <port>...`` and serves until it is killed or
 its ``--lifetime`` runs out.  KIND is ``aioc`` (raw events, with
-``--backend``), ``aioc-streams`` (``aioc.Stream``), ``asyncio-protocol`` or
-``asyncio-streams`` (with ``--uvloop`` for uvloop's loop), ``curio`` or
-``trio``.  The streams servers speak TLS on every port with ``--tls CERT
-KEY``.  The aioc server is written the way the seed
+``--backend``), ``aioc-streams`` (``aioc.serve_tcp`` and ``aioc.Stream``),
+``asyncio-protocol`` or ``asyncio-streams`` (with ``--uvloop`` for uvloop's
+loop), ``curio`` or ``trio``.  The streams servers speak TLS on every port
+with ``--tls CERT KEY``.  The aioc server is written the way the seed
 tutorial writes one; curio's and trio's are its closest match, a task per
 connection over their socket wrappers.
 """
@@ -88,56 +88,36 @@ def serve_aioc(socks: list[socket.socket], backend: str) -> None:
 
 
 def serve_aioc_streams(socks: list[socket.socket], backend: str, context: ssl.SSLContext | None) -> None:
-    """The same server over ``aioc.Stream``: ``read`` and ``write`` instead of raw events, and a TLS
-    handshake first when ``context`` is given."""
+    """The same server through aioc's streams API, the counterpart of ``asyncio.start_server``:
+    ``aioc.serve_tcp`` hands each connection to the handler as an ``aioc.Stream`` (TLS-handshaken
+    first when ``context`` is given), which reads and writes instead of raw events."""
     import aioc
-    from aioc import AcceptEvent
 
-    def open_stream(conn):  # a generator either way: the plaintext stream returns at its first step
-        if context is None:
-            return aioc.Stream(conn)
-        from aioc.tls import start_tls
-
-        return (yield from start_tls(conn, context, server_side=True))
-
-    def handle(conn, reply, close):
-        stream = None
-        pending = b""
-        try:
-            stream = yield from open_stream(conn)
-            while True:
-                data = yield from stream.read(65536)
-                if not data:
-                    break
-                count, pending = protocol.split_requests(pending, data)
-                if count:
-                    yield from stream.write(reply if count == 1 else reply * count)
-                    if close:
-                        break
-                elif len(pending) > protocol.MAX_REQUEST:
-                    break
-        except (OSError, EOFError, TimeoutError):  # ssl.SSLError is an OSError
-            pass
-        finally:
-            if stream is None:
-                conn.close()
-            else:
-                try:
-                    yield from stream.close()
-                except OSError:
-                    pass
-
-    def server_loop(loop, sock, reply, close):
-        while True:
+    def handler(reply: bytes, close: bool):
+        def handle(stream):
+            pending = b""
             try:
-                conn, addr = yield AcceptEvent(sock)
-            except OSError:
-                continue
-            loop.call_soon(handle(conn, reply, close))
+                while True:
+                    data = yield from stream.read(65536)
+                    if not data:
+                        break
+                    count, pending = protocol.split_requests(pending, data)
+                    if count:
+                        yield from stream.write(reply if count == 1 else reply * count)
+                        if close:
+                            break
+                    elif len(pending) > protocol.MAX_REQUEST:
+                        break
+            except OSError:  # a peer that resets is not the server's failure (ssl.SSLError is an OSError)
+                pass
+
+        return handle
 
     loop = aioc.EventLoop(backend=backend)
     for sock, mode in zip(socks, protocol.MODES):
-        loop.call_soon(server_loop(loop, sock, protocol.reply_for(mode), protocol.closes(mode)))
+        sock.setblocking(False)
+        loop.call_soon(aioc.serve_tcp(handler(protocol.reply_for(mode), protocol.closes(mode)), sock=sock,
+                                      ssl=context))
     announce(socks, f"aioc-{aioc.IMPLEMENTATION}-{loop.backend}")
     loop.run_forever()
 
