@@ -637,7 +637,7 @@ def test_quick_run_of_the_streams_and_tls_workloads(capsys):
                      "--no-keep-awake"])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert "streams: keep-alive 64 B" in out and "TLS keep-alive 64 B" in out
+    assert "streams API, keep-alive 64 B" in out and "TLS streams, keep-alive 64 B" in out
     assert "targets: ratios of the SERVER's CPU per request" in out
     for row in ("asyncio-streams", "asyncio-tls", "aioc-compiled"):
         assert f"\n{row} " in out

@@ -41,9 +41,9 @@ def build(idle_levels: tuple[int, ...] = DEFAULT_IDLE_LEVELS) -> list[Workload]:
                          mode="ka64", idle=level)
             )
     workloads += [
-        Workload("streams", "streams: keep-alive 64 B, each loop's streams API (and aioc's raw events)", "net",
+        Workload("streams", "streams API, keep-alive 64 B (and aioc's raw events)", "net",
                  "req/s", mode="ka64", suite="streams"),
-        Workload("tls", "TLS keep-alive 64 B: each loop's TLS streams, a Python ssl client", "net", "req/s",
+        Workload("tls", "TLS streams, keep-alive 64 B (Python ssl client)", "net", "req/s",
                  mode="ka64", suite="tls"),
         Workload("switch", "task switches: tasks yield Sleep(0) / await asyncio.sleep(0)", "sched", "switches/s",
                  sched="switch"),
