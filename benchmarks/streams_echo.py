@@ -3,7 +3,13 @@
 A keep-alive echo of 64-byte requests (63 bytes and a newline) over 50
 loopback connections.  Each server runs alone on CPU 0, the load generator
 (raw events on aioc's loop) on CPU 1; the server's user and system CPU time
-are read from ``/proc/<pid>/stat`` over the measurement window only.
+are read from ``/proc/<pid>/stat`` over the measurement window only.  Those
+are 10 ms ticks, coarse next to a user time of well under a microsecond per
+request, so the server's total CPU time is also read to the nanosecond from
+``/proc/<pid>/schedstat``: every server here makes the same system calls per
+request (one recv, one send, a share of one epoll_wait), so the difference of
+two servers' totals is the difference of their user-space work, and
+``user est. x raw`` is (raw's user + that difference) / raw's user.
 Servers:
 
 - ``raw``: ``yield ReadEvent(conn)`` then ``yield from sendall(conn, data)``;
@@ -20,10 +26,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 import aioc
@@ -103,8 +111,9 @@ def serve(mode: str, stream_impl: str, port_file: str) -> None:
 # -- the load generator ------------------------------------------------------------
 
 
-def load(port: int, warmup: float, seconds: float) -> None:
-    """Prints "start" after the warm-up, then the requests completed in the window."""
+def load(port: int, warmup: float, seconds: float, go_file: str) -> None:
+    """Prints "ready" after the warm-up, starts the window once ``go_file``
+    exists, then prints the requests completed in the window."""
     loop = aioc.EventLoop()
     counts = [0]
     phase = ["warmup"]
@@ -124,8 +133,10 @@ def load(port: int, warmup: float, seconds: float) -> None:
 
     def controller():
         yield Sleep(warmup)
+        print("ready", flush=True)
+        while not os.path.exists(go_file):
+            yield Sleep(0.01)
         phase[0] = "window"
-        print("start", flush=True)
         yield Sleep(seconds)
         phase[0] = "done"
         print(counts[0], flush=True)
@@ -144,11 +155,14 @@ def cpu_ticks(pid: int) -> tuple[int, int]:
     return int(fields[11]), int(fields[12])  # utime, stime
 
 
-def measure(mode: str, stream_impl: str, seconds: float) -> tuple[float, float, float]:
-    """(requests/s, user µs/request, total µs/request) of one server."""
-    port_file = f"/tmp/aioc-streams-echo-{os.getpid()}.port"
-    if os.path.exists(port_file):
-        os.unlink(port_file)
+def cpu_nanoseconds(pid: int) -> int:
+    return int(open(f"/proc/{pid}/schedstat").read().split()[0])
+
+
+def measure(mode: str, stream_impl: str, seconds: float) -> tuple[float, float, float, float]:
+    """(requests/s, user µs/request and total µs/request in ticks, total µs/request to the ns) of one server."""
+    work = tempfile.mkdtemp(prefix="aioc-streams-echo-")
+    port_file, go_file = os.path.join(work, "port"), os.path.join(work, "go")
     me = os.path.abspath(__file__)
     server = subprocess.Popen(["taskset", "-c", "0", sys.executable, me, "serve", mode, stream_impl, port_file])
     try:
@@ -156,21 +170,22 @@ def measure(mode: str, stream_impl: str, seconds: float) -> tuple[float, float, 
             time.sleep(0.05)
         port = open(port_file).read()
         client = subprocess.Popen(
-            ["taskset", "-c", "1", sys.executable, me, "load", port, "1.0", str(seconds)],
+            ["taskset", "-c", "1", sys.executable, me, "load", port, "1.0", str(seconds), go_file],
             stdout=subprocess.PIPE, text=True,
         )
-        assert client.stdout.readline().strip() == "start"
-        before = cpu_ticks(server.pid)
+        assert client.stdout.readline().strip() == "ready"
+        before, before_ns = cpu_ticks(server.pid), cpu_nanoseconds(server.pid)
+        open(go_file, "w").close()
         count = int(client.stdout.readline())
-        after = cpu_ticks(server.pid)
+        after, after_ns = cpu_ticks(server.pid), cpu_nanoseconds(server.pid)
         client.wait()
     finally:
         server.kill()
         server.wait()
-        os.unlink(port_file)
+        shutil.rmtree(work)
     user = (after[0] - before[0]) / CLOCK_TICKS
     system = (after[1] - before[1]) / CLOCK_TICKS
-    return count / seconds, user / count * 1e6, (user + system) / count * 1e6
+    return count / seconds, user / count * 1e6, (user + system) / count * 1e6, (after_ns - before_ns) / count / 1e3
 
 
 def main() -> None:
@@ -181,24 +196,28 @@ def main() -> None:
     parser.add_argument("--modes", default="raw,read,readline")
     args = parser.parse_args()
     modes = args.modes.split(",")
-    results: dict[str, list[tuple[float, float, float]]] = {mode: [] for mode in modes}
+    results: dict[str, list[tuple[float, float, float, float]]] = {mode: [] for mode in modes}
     for _ in range(args.rounds):  # interleaved, so that neighbours' noise spreads evenly
         for mode in modes:
             results[mode].append(measure(mode, args.stream, args.seconds))
     stream = "aioc.streams.Stream (pure)" if args.stream == "pure" else f"aioc.Stream ({aioc.Stream.__module__})"
     print(f"loop {aioc.IMPLEMENTATION}, stream {stream}; medians of {args.rounds} rounds of {args.seconds:g} s")
-    print(f"{'server':<10} {'req/s':>9} {'user µs/req':>12} {'total µs/req':>13} {'user x raw':>11}")
-    raw_user = statistics.median(r[1] for r in results["raw"]) if "raw" in results else None
+    print(f"{'server':<10} {'req/s':>9} {'user µs/req':>12} {'total µs/req':>13} {'user x raw':>11}"
+          f" {'total ns-precise':>17} {'- raw':>7} {'user est. x raw':>16}")
+    medians = {mode: [statistics.median(r[i] for r in results[mode]) for i in range(4)] for mode in modes}
+    raw = medians.get("raw")
     for mode in modes:
-        rate, user, total = (statistics.median(r[i] for r in results[mode]) for i in range(3))
-        ratio = f"{user / raw_user:.2f}" if raw_user else "-"
-        print(f"{mode:<10} {rate:>9,.0f} {user:>12.2f} {total:>13.2f} {ratio:>11}")
+        rate, user, total, precise = medians[mode]
+        ratio = f"{user / raw[1]:.2f}" if raw else "-"
+        extra = f"{precise - raw[3]:+.2f}" if raw else "-"
+        estimate = f"{(raw[1] + precise - raw[3]) / raw[1]:.2f}" if raw else "-"
+        print(f"{mode:<10} {rate:>9,.0f} {user:>12.2f} {total:>13.2f} {ratio:>11} {precise:>17.2f} {extra:>7} {estimate:>16}")
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "serve":
         serve(sys.argv[2], sys.argv[3], sys.argv[4])
     elif len(sys.argv) > 1 and sys.argv[1] == "load":
-        load(int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]))
+        load(int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), sys.argv[5])
     else:
         main()

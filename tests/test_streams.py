@@ -464,6 +464,28 @@ def test_a_stream_is_freed_without_the_cycle_collector(socketpair, Stream):
         gc.enable()
 
 
+def test_a_waiting_reader_shows_what_it_waits_on(aio, loop, runner, socketpair, Stream):
+    a, _ = socketpair()
+    stream = Stream(a)
+
+    def reader():
+        return (yield from stream.read_until(b"\r\n", 100))
+
+    def main():
+        task = loop.call_soon(reader())
+        yield aio.Sleep(0)
+        stack = task.stack()
+        task.cancel()
+        return stack
+
+    stack = runner.complete(main())
+    assert stack.frames[0].function == "reader"
+    if Stream is streams.Stream:
+        assert isinstance(stack.waiting_on, streams.Receive)
+    else:
+        assert repr(stack.waiting_on).startswith("<StreamRead read_until(b'\\r\\n', 100) of <Stream fd=")
+
+
 def test_stream_makes_a_blocking_socket_non_blocking(socketpair, Stream):
     a, _ = socketpair(blocking=True)
     Stream(a)

@@ -17,6 +17,8 @@ cdef extern from "string.h" nogil:
 
 _PureStream = _streams.Stream
 cdef bytes NEWLINE = b"\n"
+# What one receive asks for when the read gives no size, as a C constant.
+cdef Py_ssize_t STREAM_CHUNK = _streams.DEFAULT_LIMIT
 
 cdef enum:
     STREAM_READ = 0            # read(max_bytes)
@@ -179,7 +181,10 @@ cdef class Stream:
     __aexit__ = _PureStream.__aexit__
 
 
+# Not tracked by the GC, like ReadEvent: a read refers to its stream and its
+# separator, and neither refers back to a read.
 @cython.final
+@cython.no_gc
 @cython.freelist(64)
 cdef class StreamRead:
     """One read of a stream's bytes: ``read``, ``read_exactly`` or ``read_until``.
@@ -189,6 +194,15 @@ cdef class StreamRead:
     buffer.  ``_yield`` and ``_resume`` serve loops other than the compiled
     one, through the contract alone.
     """
+
+    def __repr__(self):
+        if self.kind == STREAM_READ:
+            what = f"read({self.size})"
+        elif self.kind == STREAM_READ_EXACTLY:
+            what = f"read_exactly({self.size})"
+        else:
+            what = f"read_until({self.separator!r}, {self.size})"
+        return f"<StreamRead {what} of {self.stream!r}>"
 
     def _yield(self, loop, task):
         sock = self.stream._sock
@@ -201,7 +215,7 @@ cdef class StreamRead:
 
     cdef inline Py_ssize_t receive_size(self) noexcept:
         # What the pure stream's _fill asks for: read() its max_bytes, the others one chunk.
-        return self.size if self.kind == STREAM_READ else _streams.DEFAULT_LIMIT
+        return self.size if self.kind == STREAM_READ else STREAM_CHUNK
 
 
 cdef inline Py_ssize_t checked_size(object size, str what) except -1:
