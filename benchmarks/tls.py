@@ -2,8 +2,9 @@
 """What TLS costs on aioc's loops, next to asyncio's own TLS, in one process.
 
 ``python benchmarks/tls.py [--mib 64] [--requests 20000] [--rounds 3]``
-runs, for aioc's compiled loop, aioc's pure loop and asyncio, a server and
-a client in the same process over loopback (one CPU does both ends, so the
+runs, for aioc's compiled loop, aioc's pure loop (both with the streams
+``aioc.Stream`` gives) and asyncio, a server and a client in the same
+process over loopback (one CPU does both ends, so the
 figures compare loops, not machines):
 
 - bulk: the client sends ``--mib`` MiB through TLS, the server reads it all
@@ -142,16 +143,16 @@ def main() -> None:
     server_ctx, client_ctx = contexts()
     contenders: list[tuple[str, Callable[[str, int, Any, Any], float]]] = []
     if _loop_c is not None:
-        contenders.append(("aioc compiled", lambda *a: aioc_round(_loop_c, *a)))
-    contenders.append(("aioc pure", lambda *a: aioc_round(_loop_py, *a)))
+        contenders.append(("aioc, compiled", lambda *a: aioc_round(_loop_c, *a)))
+    contenders.append(("aioc, pure loop", lambda *a: aioc_round(_loop_py, *a)))
     contenders.append(("asyncio", asyncio_round))
-    print(f"{'':15} {'TLS MiB/s':>10} {'TCP MiB/s':>10} {'TLS req/s':>10} {'TCP req/s':>10}")
+    print(f"{'':16} {'TLS MiB/s':>10} {'TCP MiB/s':>10} {'TLS req/s':>10} {'TCP req/s':>10}")
     for name, run in contenders:
         row = []
         for work, count in (("bulk", args.mib), ("pingpong", args.requests)):
             for server, client in ((server_ctx, client_ctx), (None, None)):
                 row.append(median_rate(lambda: run(work, count, server, client), count, args.rounds))
-        print(f"{name:15} {row[0]:10,.0f} {row[1]:10,.0f} {row[2]:10,.0f} {row[3]:10,.0f}")
+        print(f"{name:16} {row[0]:10,.0f} {row[1]:10,.0f} {row[2]:10,.0f} {row[3]:10,.0f}")
 
 
 if __name__ == "__main__":

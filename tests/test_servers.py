@@ -451,3 +451,50 @@ def test_reuse_port_lets_two_servers_share_a_port(loop, runner):
         return reply, both_running
 
     assert runner.complete(main()) == (b"either\n", True)
+
+
+def test_serve_tcp_resolves_a_host_name(loop, runner):
+    probe = aioc.tcp_listener("127.0.0.1", 0)
+    port = probe.getsockname()[1]
+    probe.close()
+
+    def main() -> Any:
+        server = yield aioc.Spawn(aioc.serve_tcp(echo_lines, "localhost", port))  # resolved in a worker thread
+        for _ in range(200):
+            try:
+                stream = yield from aioc.open_tcp("localhost", port)
+                break
+            except ConnectionRefusedError:
+                yield aioc.Sleep(0.01)
+        reply = yield from talk(stream, b"by name\n")
+        yield from stream.close()
+        yield from stop(server)
+        return reply
+
+    assert runner.complete(main()) == b"by name\n"
+
+
+def test_fifty_tls_clients_at_once(loop, runner, server_context, client_context):
+    sock = aioc.tcp_listener("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+
+    def client(i: int) -> Any:
+        stream = yield from aioc.open_tcp("127.0.0.1", port, ssl=client_context)
+        replies = []
+        for j in range(10):
+            replies.append((yield from talk(stream, b"%d.%d\n" % (i, j))))
+        yield from stream.close()
+        return replies == [b"%d.%d\n" % (i, j) for j in range(10)]
+
+    def main() -> Any:
+        before = open_fds()
+        server = yield aioc.Spawn(aioc.serve_tcp(echo_lines, sock=sock, ssl=server_context, max_connections=20))
+        group = aioc.TaskGroup()
+        for i in range(50):
+            yield from group.spawn(client(i))
+        results = yield from group.join()
+        yield from stop(server)
+        return results, open_fds() - before
+
+    results, leaked = runner.complete(main(), limit=30)
+    assert results == [True] * 50 and leaked == -1  # the listening socket, made before, is closed too

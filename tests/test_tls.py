@@ -655,3 +655,27 @@ def test_start_tls_on_both_ends(loop, runner, tcp_pair, server_context, client_c
         return replies
 
     assert runner.complete(main()) == [b"> a\n", b"> b\n"]
+
+
+def test_tls_1_2_sessions_work_too(loop, runner, tcp_pair, server_context, client_context):
+    client, server = tcp_pair()
+    client_context.maximum_version = ssl.TLSVersion.TLSv1_2
+
+    def serve() -> Any:
+        stream = yield from tls.start_tls(server, server_context, server_side=True)
+        line = yield from stream.readline()
+        yield from stream.write(line * 3)
+        yield from stream.close()
+
+    def main() -> Any:
+        server_task = yield aioc.Spawn(serve())
+        stream = yield from tls.start_tls(client, client_context, server_side=False, server_hostname="localhost")
+        yield from stream.write(b"old\n")
+        reply = yield from stream.read_exactly(12)
+        end = yield from stream.read()
+        version = stream.tls.version()
+        yield from stream.close()
+        yield aioc.Join(server_task)
+        return version, reply, end
+
+    assert runner.complete(main()) == ("TLSv1.2", b"old\nold\nold\n", b"")

@@ -58,7 +58,7 @@ import types
 from collections.abc import Callable, Generator
 from typing import Any, Union
 
-from .events import _DONTWAIT, DEFAULT_READ_SIZE, Event, SendAll, check_nbytes, timeout_after
+from .events import _DONTWAIT, DEFAULT_READ_SIZE, Event, check_nbytes, timeout_after
 from ._loop import implementation
 from .scopes import ignore_after
 from .streams import Stream
@@ -82,6 +82,9 @@ _WRITE_CHUNK = 256 * 1024
 # Plaintext asked of one SSLObject.read: a TLS record carries at most 16 KiB,
 # and SSLObject.read allocates what it is asked for before it shrinks it.
 _RECORD_SIZE = 16 * 1024
+
+# The loop's own SendAll: the compiled loop runs its twin's sends in C.
+SendAll = implementation.SendAll
 
 #: Makes the streams the runtime hands out, as ``aioc.Stream`` does: the
 #: compiled twin when the compiled loop is in use (it reads raw sockets in C).
@@ -229,30 +232,33 @@ class TLSLayer:
         check_nbytes(max_bytes)
         if self._peer_done:
             return b""
-        sslobj = self._sslobj
+        sslobj, incoming = self._sslobj, self._incoming
         chunks: list[bytes] = []
         total = 0
         while total < max_bytes:
-            try:
-                chunk = sslobj.read(min(max_bytes - total, _RECORD_SIZE))
-            except ssl.SSLWantReadError:
+            chunk: bytes | None = None  # None: nothing to hand out without more ciphertext
+            # With nothing buffered a read could only say "want read": its exception is spared.
+            if sslobj.pending() or incoming.pending or self._eof_received:
+                try:
+                    chunk = sslobj.read(min(max_bytes - total, _RECORD_SIZE))
+                except ssl.SSLWantReadError:
+                    pass  # part of a record, or a handshake message
+                except ssl.SSLZeroReturnError:
+                    chunk = b""  # close_notify, after we sent ours
+                except ssl.SSLEOFError:
+                    chunk = b""  # the connection ended without close_notify: a clean end (see above)
+                    self.ragged_eof = True
+            if chunk is None:
                 if total:
                     break  # hand out what is there rather than wait with it
                 yield from self._flush()
                 yield from self._fill()
                 continue
-            except ssl.SSLZeroReturnError:
-                chunk = b""  # close_notify, after we sent ours
-            except ssl.SSLEOFError:
-                chunk = b""  # the connection ended without close_notify: a clean end (see above)
-                self.ragged_eof = True
             if not chunk:
                 self._peer_done = True
                 break
             chunks.append(chunk)
             total += len(chunk)
-            if not (sslobj.pending() or self._incoming.pending):
-                break  # the next read could only say "want read": spare its exception
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     @types.coroutine
