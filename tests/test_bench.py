@@ -630,6 +630,29 @@ def test_availability_reasons(monkeypatch):
     assert argv[argv.index("--tls"):argv.index("--tls") + 3] == ["--tls", "c.pem", "k.pem"]
 
 
+def test_a_server_that_cannot_start_says_why(tmp_path):
+    """What the io_uring server does where the kernel refuses a ring: its reason reaches the row."""
+    c = contenders_mod.Contender("c-io_uring", "C io_uring", "c", ["<c>"], c_source="c_io_uring_server.c")
+    refuse = "echo 'io_uring unavailable: io_uring_setup: Operation not permitted' >&2; exit 3"
+    server = runner.ServerProcess(c, ["sh", "-c", refuse], None, str(tmp_path))
+    server.launch()
+    with pytest.raises(RuntimeError, match="io_uring unavailable: io_uring_setup: Operation not permitted"):
+        server.wait_ready()
+
+
+def test_tls_is_not_applicable_under_wrk():
+    every = {c.name: c for c in contenders_mod.all_contenders()}
+    wl = {w.id: w for w in workloads_mod.build()}
+    r = runner.Runner(runner.Config(client="wrk"), list(wl.values()), list(every.values()))
+    try:
+        assert "plaintext only" in r.fd_problem(wl["tls"], every["uvloop-tls"])
+        assert r.fd_problem(wl["streams"], every["uvloop-streams"]) is None
+        assert [c.name for c in r.net_contenders(wl["streams"])] == [
+            "aioc-compiled", "aioc-streams", "asyncio-streams", "uvloop-streams"]
+    finally:
+        r.tmp.cleanup()
+
+
 def test_quick_run_of_the_streams_and_tls_workloads(capsys):
     """End to end at tiny scale: the servers start, every row is measured or says why not."""
     code = cli.main(["--only", "streams,tls,lock", "--contenders", "aioc,asyncio,uvloop,trio", "--rounds", "1",
