@@ -41,8 +41,8 @@ CONTENDERS = ("aioc-compiled", "aioc-pure-epoll", "uvloop-protocol", "c-epoll")
 CONNECTIONS = 3000
 
 
-def start(contender, c_server):
-    argv = ["taskset", "-c", "0", *contenders.server_argv(contender, c_server, 600)]
+def start(contender, c_servers):
+    argv = ["taskset", "-c", "0", *contenders.server_argv(contender, c_servers, 600)]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=contender.environ())
     ready = proc.stdout.readline().split()
     if not ready or ready[0] != "READY":
@@ -103,13 +103,13 @@ def main():
         parser.error(f"needs {', '.join(missing)} on PATH (apt-get install linux-perf wrk util-linux)")
     chosen = contenders.select(list(CONTENDERS))
     with tempfile.TemporaryDirectory() as build_dir:
-        c_server, reason = cserver.build(build_dir)
-        contenders.check_availability(chosen, c_server, reason)
+        c_servers = {"c-epoll": cserver.build(build_dir)}
+        contenders.check_availability(chosen, c_servers)
         chosen = [c for c in chosen if c.available]
         results = {(c.name, w): [] for c in chosen for w in ("keep-alive", "per-connection")}
         for round_ in range(args.rounds):
             for c in chosen[round_ % len(chosen):] + chosen[: round_ % len(chosen)]:
-                proc, ports = start(c, c_server)
+                proc, ports = start(c, c_servers)
                 try:
                     results[c.name, "keep-alive"].append(counted(proc.pid, lambda: keepalive_load(ports["ka64"])))
                     results[c.name, "per-connection"].append(counted(proc.pid, lambda: connection_load(ports["close"])))
