@@ -165,12 +165,13 @@ FOOTNOTES = [
     "window the server or client sat runnable while another process had its CPU (high = a noisy machine;",
     "distrust that row).  aioc-pure-select has no scheduler rows: without I/O it is aioc-pure-epoll's loop.",
     "Idioms: curio runs with python -O (its scheduler's debug assert makes a burst of spawns quadratic), spawns",
-    "with spawn(daemon=True) and awaits Lock.release(); trio spawns with nursery.start_soon and its queue is a",
-    "memory channel, trio.open_memory_channel(100).  streams: each loop's server API (aioc.serve_tcp handing",
-    "out aioc.Stream; asyncio.start_server's reader/writer) beside aioc-compiled's raw-event server.  tls: the same",
-    "streams servers over TLS 1.3 with a P-256 certificate made for the run; the client is Python threads with",
-    "blocking ssl sockets, so compare the servers' CPU per request.  c-io_uring: the C server on io_uring",
-    "(multishot accept, multishot recv from a provided buffer ring, one io_uring_enter per loop pass).",
+    "with spawn(daemon=True) and awaits Lock.release(); trio spawns with nursery.start_soon, its queue is a",
+    "memory channel, trio.open_memory_channel(100), and its lock and channel yield at every call (trio's",
+    "checkpoints).  streams: each loop's server API (aioc.serve_tcp handing out aioc.Stream;",
+    "asyncio.start_server's reader and writer) beside aioc-compiled's raw-event server.  tls: the same streams",
+    "servers over TLS 1.3 with a P-256 certificate made for the run; the client is Python threads with blocking",
+    "ssl sockets, so compare the servers' CPU per request.  c-io_uring: the C server on io_uring (multishot",
+    "accept, multishot recv from a provided buffer ring, one io_uring_enter per loop pass).",
 ]
 
 
