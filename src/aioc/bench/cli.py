@@ -182,8 +182,9 @@ def list_all() -> str:
         lines.append(f"  {name:<10} (group) {text}")
     lines.append("contenders:")
     for c in contenders_mod.all_contenders():
-        kinds = [k for k, v in (("network", c.server), ("scheduler", c.scheduler)) if v]
-        lines.append(f"  {c.name:<17} {c.label} [{', '.join(kinds)}]")
+        kinds = [f"network: {', '.join(c.suites)}"] if c.server else []
+        kinds += ["scheduler"] if c.scheduler else []
+        lines.append(f"  {c.name:<17} {c.label} [{'; '.join(kinds)}]")
     return "\n".join(lines) + "\n"
 
 
