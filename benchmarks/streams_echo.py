@@ -17,9 +17,14 @@ Servers:
 - ``readline``: ``yield from stream.readline()`` then ``stream.write(line)``.
 
 ``--stream pure`` runs the pure ``aioc.streams.Stream`` instead of the one
-``import aioc`` gives (compiled when built).
+``import aioc`` gives (compiled when built).  ``--in-process`` runs servers
+and clients on one loop in this process over Unix socket pairs instead and
+reports its CPU time per request (clients included, which cost the same for
+every server): no neighbour shares that process, so its differences are
+steadier than those of the loopback run on a shared machine (pin it with
+``taskset -c 0``).
 
-    python benchmarks/streams_echo.py [--seconds 5] [--rounds 3] [--stream pure]
+    python benchmarks/streams_echo.py [--seconds 5] [--rounds 3] [--stream pure] [--in-process]
 """
 
 from __future__ import annotations
@@ -188,13 +193,64 @@ def measure(mode: str, stream_impl: str, seconds: float) -> tuple[float, float, 
     return count / seconds, user / count * 1e6, (user + system) / count * 1e6, (after_ns - before_ns) / count / 1e3
 
 
+def in_process(handler, connections: int = CONNECTIONS, requests: int = 4000) -> float:
+    """CPU µs per request of servers and clients on one loop, over socket pairs."""
+    loop = aioc.EventLoop()
+    pairs = [socket.socketpair() for _ in range(connections)]
+
+    def client(sock):
+        for _ in range(requests):
+            yield from sendall(sock, REQUEST)
+            got = 0
+            while got < len(REQUEST):
+                got += len((yield ReadEvent(sock)))
+        sock.close()
+
+    for server_end, client_end in pairs:
+        server_end.setblocking(False)
+        client_end.setblocking(False)
+        loop.call_soon(handler(server_end))
+        loop.call_soon(client(client_end))
+    start = time.process_time()
+    loop.run_forever()
+    spent = time.process_time() - start
+    loop.close()
+    return spent / (connections * requests) * 1e6
+
+
+def main_in_process(rounds: int) -> None:
+    from aioc.streams import Stream as PureStream
+
+    handlers = {
+        "raw": raw_handler,
+        "read": stream_read_handler(aioc.Stream),
+        "readline": stream_readline_handler(aioc.Stream),
+        "pure read": stream_read_handler(PureStream),
+        "pure readline": stream_readline_handler(PureStream),
+    }
+    results: dict[str, list[float]] = {name: [] for name in handlers}
+    for _ in range(rounds):
+        for name, handler in handlers.items():
+            results[name].append(in_process(handler))
+    print(f"in-process, loop {aioc.IMPLEMENTATION}, aioc.Stream from {aioc.Stream.__module__}; medians of {rounds} rounds")
+    print(f"{'server':<14} {'CPU µs/req':>11} {'- raw':>7}")
+    raw = statistics.median(results["raw"])
+    for name, spent in results.items():
+        median = statistics.median(spent)
+        print(f"{name:<14} {median:>11.2f} {median - raw:>+7.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--stream", choices=["default", "pure"], default="default")
     parser.add_argument("--modes", default="raw,read,readline")
+    parser.add_argument("--in-process", action="store_true")
     args = parser.parse_args()
+    if args.in_process:
+        main_in_process(args.rounds)
+        return
     modes = args.modes.split(",")
     results: dict[str, list[tuple[float, float, float, float]]] = {mode: [] for mode in modes}
     for _ in range(args.rounds):  # interleaved, so that neighbours' noise spreads evenly

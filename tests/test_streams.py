@@ -426,6 +426,48 @@ def test_socket_subclass_takes_the_general_path(aio, runner, Stream):
         b.close()
 
 
+def test_a_read_yielded_instead_of_run_raises_type_error(aio, runner, socketpair, Stream):
+    a, b = socketpair()
+    stream = Stream(a)
+
+    def main():
+        b.send(b"kept\n")
+        with pytest.raises(TypeError):
+            yield stream.readline()
+        with pytest.raises(TypeError):
+            yield aio.Timeout(stream.readline(), 1.0)
+        return (yield from stream.readline())
+
+    assert runner.complete(main()) == b"kept\n"
+
+
+def test_one_reader_at_a_time_while_a_writer_runs_beside_it(aio, loop, runner, socketpair, Stream):
+    a, b = socketpair()
+    stream = Stream(a)
+    payload = os.urandom(500_000)  # more than the socket pair's buffers
+    echoed = bytearray()
+
+    def reader():
+        return (yield from stream.readline())
+
+    def writer():
+        yield from stream.write(payload)
+
+    def main():
+        first = loop.call_soon(reader())
+        yield aio.Sleep(0)
+        with pytest.raises(aio.ResourceBusy):
+            yield from stream.readline()
+        sending = loop.call_soon(writer())
+        yield from receive_all(aio, b, echoed, len(payload))
+        yield aio.Join(sending)
+        b.send(b"done\n")
+        return (yield aio.Join(first))
+
+    assert runner.complete(main()) == b"done\n"
+    assert bytes(echoed) == payload
+
+
 def test_async_def_awaits_stream_operations(aio, runner, socketpair, Stream):
     a, b = socketpair()
     stream = Stream(a)

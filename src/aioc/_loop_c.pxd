@@ -292,6 +292,8 @@ cdef class StreamRead:
     cdef Py_ssize_t size           # max_bytes, n or limit
     cdef bytes separator
     cdef Py_ssize_t searched       # no separator starts before this offset
+    cdef bint suspended            # its iterator yielded it: a task waits through it
     cdef Py_ssize_t receive_size(self) noexcept
 
 cdef int stream_receive_for(EventLoop loop, StreamRead read, Task task) except -1
+cdef int check_driven(StreamRead read) except -1

@@ -660,7 +660,7 @@ cdef class EventLoop:
             return 0
         if kind is SendAll and is_socket((<SendAll>event).sock):
             return send_all(self, <SendAll>event, task)
-        if kind is StreamRead and rewait_read(self, (<StreamRead>event).stream._sock, event, task):
+        if kind is StreamRead and (<StreamRead>event).suspended and rewait_read(self, (<StreamRead>event).stream._sock, event, task):
             return 0
         return self.yield_guarded(event, task)
 
@@ -685,6 +685,7 @@ cdef class EventLoop:
                 sock = (<AcceptEvent>event).sock
                 self.wait_io(socket_fd(sock), False, event, task, sock)
             elif kind is StreamRead:
+                check_driven(<StreamRead>event)
                 sock = (<StreamRead>event).stream._sock
                 self.wait_io(socket_fd(sock), False, event, task, sock)
             else:

@@ -29,6 +29,11 @@ Limits and ends
     tail is consumed (the next call returns ``b''``), so a truncated line is
     never mistaken for a complete one.
 
+One reader and one writer
+    One task reads a stream at a time and one task writes it (a second
+    waiting reader gets ``ResourceBusy``, as on a socket); a reader and a
+    writer may run at once.
+
 Writing
     ``write`` returns once the kernel has taken every byte, waiting while the
     socket's send buffer is full: a peer that never reads stalls its writer

@@ -205,6 +205,7 @@ cdef class StreamRead:
         return f"<StreamRead {what} of {self.stream!r}>"
 
     def _yield(self, loop, task):
+        check_driven(self)
         sock = self.stream._sock
         loop.wait_readable(sock.fileno(), self, task, sock)
 
@@ -216,6 +217,17 @@ cdef class StreamRead:
     cdef inline Py_ssize_t receive_size(self) noexcept:
         # What the pure stream's _fill asks for: read() its max_bytes, the others one chunk.
         return self.size if self.kind == STREAM_READ else STREAM_CHUNK
+
+
+cdef int check_driven(StreamRead read) except -1:
+    """A read reaches the loop only through its own iterator (``yield from``, ``await``).
+
+    Yielded directly, its result would be lost: the loop resumes the task
+    with None, and only the iterator turns the buffer into the result.
+    """
+    if not read.suspended:
+        raise TypeError(f"{read!r} must be awaited or run with 'yield from', not yielded")
+    return 0
 
 
 cdef inline Py_ssize_t checked_size(object size, str what) except -1:
@@ -231,6 +243,7 @@ cdef StreamRead new_stream_read(Stream stream, int kind, Py_ssize_t size, bytes 
     read.size = size
     read.separator = separator
     read.searched = 0
+    read.suspended = False
     return read
 
 
@@ -244,6 +257,7 @@ cdef object step_stream_read(object obj):
     cdef StreamBuffer buffer = stream._buffer
     cdef Py_ssize_t available = buffer.end - buffer.start
     cdef Py_ssize_t end, index, width
+    read.suspended = False
     if read.kind == STREAM_READ:
         if available or stream._eof:
             return buffer.take_bytes(min(read.size, available))
@@ -268,6 +282,7 @@ cdef object step_stream_read(object obj):
         read.searched = max(0, end - width + 1)
     if stream._closed:
         raise OSError(EBADF, "the stream is closed")
+    read.suspended = True
     return read
 
 
