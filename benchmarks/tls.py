@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """What TLS costs on aioc's loops, next to asyncio's own TLS, in one process.
 
-``python benchmarks/tls.py [--mib 64] [--requests 20000] [--rounds 3]``
+``python benchmarks/tls.py [--mib 64] [--requests 20000] [--connections 500] [--rounds 3]``
 runs, for aioc's compiled loop, aioc's pure loop (both with the streams
 ``aioc.Stream`` gives) and asyncio, a server and a client in the same
 process over loopback (one CPU does both ends, so the
@@ -11,7 +11,9 @@ figures compare loops, not machines):
   (``Stream.read`` / ``StreamReader.read``), MiB/s;
 - ping-pong: ``--requests`` round trips of a 64-byte line over one TLS
   connection (``readline`` then ``write``), requests/s;
-- the same two over plain TCP, to show what TLS adds.
+- connect: ``--connections`` connections one after another, each a TLS
+  handshake, one round trip and a close, connections/s;
+- the same three over plain TCP, to show what TLS adds.
 
 Rates are per second of the process's CPU time (user and system, both
 ends), which a busy neighbour on a shared machine bends far less than wall
@@ -69,6 +71,16 @@ def aioc_round(module: Any, work: str, count: int, server_ctx: Any, client_ctx: 
         listener = aioc.tcp_listener("127.0.0.1", 0)
         port = listener.getsockname()[1]
         server = yield aioc.Spawn(aioc.serve_tcp(sink if work == "bulk" else echo, sock=listener, ssl=server_ctx))
+        if work == "connect":
+            start = time.process_time()
+            for _ in range(count):
+                stream = yield from aioc.open_tcp("127.0.0.1", port, ssl=client_ctx)
+                yield from stream.write(LINE)
+                yield from stream.readline()
+                yield from stream.close()
+            done["seconds"] = time.process_time() - start
+            server.cancel()
+            return
         stream = yield from aioc.open_tcp("127.0.0.1", port, ssl=client_ctx)
         start = time.process_time()
         if work == "bulk":
@@ -108,6 +120,19 @@ def asyncio_round(work: str, count: int, server_ctx: Any, client_ctx: Any) -> fl
     async def main() -> float:
         server = await asyncio.start_server(sink if work == "bulk" else echo, "127.0.0.1", 0, ssl=server_ctx)
         port = server.sockets[0].getsockname()[1]
+        if work == "connect":
+            start = time.process_time()
+            for _ in range(count):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_ctx)
+                writer.write(LINE)
+                await reader.readline()
+                writer.close()
+                await writer.wait_closed()
+            seconds = time.process_time() - start
+            await asyncio.sleep(0.05)
+            server.close()
+            await server.wait_closed()
+            return seconds
         reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_ctx)
         start = time.process_time()
         if work == "bulk":
@@ -138,6 +163,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--mib", type=int, default=64)
     parser.add_argument("--requests", type=int, default=20000)
+    parser.add_argument("--connections", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     server_ctx, client_ctx = contexts()
@@ -146,13 +172,14 @@ def main() -> None:
         contenders.append(("aioc, compiled", lambda *a: aioc_round(_loop_c, *a)))
     contenders.append(("aioc, pure loop", lambda *a: aioc_round(_loop_py, *a)))
     contenders.append(("asyncio", asyncio_round))
-    print(f"{'':16} {'TLS MiB/s':>10} {'TCP MiB/s':>10} {'TLS req/s':>10} {'TCP req/s':>10}")
+    print(f"{'':16} {'TLS MiB/s':>10} {'TCP MiB/s':>10} {'TLS req/s':>10} {'TCP req/s':>10}"
+          f" {'TLS conn/s':>10} {'TCP conn/s':>10}")
     for name, run in contenders:
         row = []
-        for work, count in (("bulk", args.mib), ("pingpong", args.requests)):
+        for work, count in (("bulk", args.mib), ("pingpong", args.requests), ("connect", args.connections)):
             for server, client in ((server_ctx, client_ctx), (None, None)):
                 row.append(median_rate(lambda: run(work, count, server, client), count, args.rounds))
-        print(f"{name:16} {row[0]:10,.0f} {row[1]:10,.0f} {row[2]:10,.0f} {row[3]:10,.0f}")
+        print(f"{name:16}" + "".join(f" {rate:10,.0f}" for rate in row))
 
 
 if __name__ == "__main__":

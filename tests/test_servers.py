@@ -404,8 +404,10 @@ def test_bad_arguments(loop, runner):
             yield from aioc.serve_tcp(echo_lines, sock=aioc.tcp_listener("127.0.0.1", 0), max_connections=0)
         with pytest.raises(TypeError):
             yield from aioc.serve_unix(echo_lines)
+        listener = aioc.tcp_listener("127.0.0.1", 0)
         with pytest.raises(TypeError):
-            yield from aioc.serve_tcp(echo_lines, "127.0.0.1", 0, ssl=True)  # a server needs its certificate
+            yield from aioc.serve_tcp(echo_lines, sock=listener, ssl=True)  # a server needs its certificate
+        assert listener.fileno() == -1  # the server owned it, and closed it
 
     runner.complete(main())
 
@@ -498,3 +500,34 @@ def test_fifty_tls_clients_at_once(loop, runner, server_context, client_context)
 
     results, leaked = runner.complete(main(), limit=30)
     assert results == [True] * 50 and leaked == -1  # the listening socket, made before, is closed too
+
+
+def test_a_second_cancel_during_shutdown_still_closes_everything(loop, runner):
+    cleaned = []
+
+    def handler(stream: aioc.Stream) -> Any:
+        try:
+            yield from stream.read()
+        finally:
+            cleaned.append(stream)
+
+    def main() -> Any:
+        before = open_fds()
+        sock = aioc.tcp_listener("127.0.0.1", 0)
+        port = sock.getsockname()[1]
+        server = yield aioc.Spawn(aioc.serve_tcp(handler, sock=sock))
+        clients = []
+        for _ in range(3):
+            clients.append((yield from aioc.open_tcp("127.0.0.1", port)))
+        yield from wait_until(lambda: sum(t.name.startswith("connection") for t in loop.tasks()) == 3)
+        for _ in range(4):  # cancels landing at every step of the shutdown
+            server.cancel()
+            yield aioc.Sleep(0)
+        yield from wait_until(server.done)
+        for stream in clients:
+            assert (yield from stream.read()) == b""
+            yield from stream.close()
+        return before
+
+    before = runner.complete(main())
+    assert len(cleaned) == 3 and open_fds() == before

@@ -166,7 +166,6 @@ def serve_tcp(
     each connection is handshaken within ``handshake_timeout`` seconds before
     its handler runs.  Binding errors (a port in use) raise ``OSError`` here.
     """
-    _check_server_context(ssl)
     if sock is None:
         sock = yield from _resolve_and_listen(host, port, backlog, reuse_port)
     yield from _serve(sock, handler, ssl, max_connections, handshake_timeout)
@@ -190,7 +189,6 @@ def serve_unix(
     the server then owns (its file is left in place).  The rest is as for
     :func:`serve_tcp`.
     """
-    _check_server_context(ssl)
     if sock is None:
         if path is None:
             raise TypeError("serve_unix needs a path or a listening sock")
@@ -343,6 +341,7 @@ def _serve(
     handshake_timeout: float | None,
 ) -> Generator[Any, Any, None]:
     try:
+        _check_server_context(context)
         if listener.getblocking():
             listener.setblocking(False)
         loop = yield _Here()
@@ -375,9 +374,11 @@ def _serve(
         raise
     finally:
         if listener.fileno() >= 0:
-            yield CloseSocket(listener)  # no new connection from here on
-            connections.close_accepted()
-            yield from connections.cancel_all()
+            try:
+                yield CloseSocket(listener)  # no new connection from here on
+            finally:  # even if a second cancel lands right here
+                connections.close_accepted()
+                yield from connections.cancel_all()
 
 
 class _Slot:
