@@ -595,18 +595,29 @@ def test_targets_are_ratios_of_cpu_per_request():
         _record(1, "streams", "aioc-compiled", 900, 5.0, user_us_per_op=2.0),
         _record(1, "streams", "aioc-streams", 800, 6.0, user_us_per_op=2.5),
         _record(1, "streams", "uvloop-streams", 700, 9.0, user_us_per_op=4.0),
+        # A busy second round: both sides slower, the paired ratio holds.
+        _record(2, "streams", "aioc-compiled", 450, 10.0, user_us_per_op=4.0),
+        _record(2, "streams", "aioc-streams", 400, 12.0, user_us_per_op=6.0),
+        _record(2, "streams", "uvloop-streams", 350, 18.0, user_us_per_op=8.0),
+        # A round where the reference failed is left out of the pairs.
+        _record(3, "streams", "aioc-streams", 800, 6.0, user_us_per_op=1.0),
+        _record(3, "streams", "uvloop-streams", None, None, status="error", reason="boom"),
+        _record(3, "streams", "aioc-compiled", None, None, status="error", reason="boom"),
         _record(1, "tls", "uvloop-tls", 300, 30.0),
         {"round": 0, "workload": "tls", "contender": "aioc-tls", "status": "skipped", "reason": "no TLS"},
     ]
     summ = summary.summarize(results, wl, chosen)
     assert summ["streams"]["baseline"] == "aioc-compiled"
-    checked = summary.targets(summ)
-    assert [(t["reference"], t["ratio"], t["met"]) for t in checked] == [
-        ("uvloop-streams", 2.5 / 4.0, False), ("aioc-compiled", 2.5 / 2.0, True), ("uvloop-tls", None, None)]
+    checked = summary.targets(results, summ)
+    assert [(t["reference"], t["ratio"], t["rounds"], t["met"]) for t in checked] == [
+        ("uvloop-streams", pytest.approx((2.5 / 4.0 + 6.0 / 8.0) / 2), 2, False),
+        ("aioc-compiled", pytest.approx((2.5 / 2.0 + 6.0 / 4.0) / 2), 2, True),
+        ("uvloop-tls", None, 0, None)]
+    assert (checked[0]["ratio_min"], checked[0]["ratio_max"]) == (2.5 / 4.0, 6.0 / 8.0)
     assert "aioc-tls skipped: no TLS" in checked[2]["reason"]
     lines = report.targets_table(checked)
-    assert any("= 0.62  (target <= 0.5: NOT met)" in line for line in lines)
-    assert any("= 1.25  (target <= 1.5: met)" in line for line in lines)
+    assert any("= 0.69 (0.62-0.75, 2 rounds)  target <= 0.5: NOT met" in line for line in lines)
+    assert any("= 1.38 (1.25-1.50, 2 rounds)  target <= 1.5: met" in line for line in lines)
     assert any("not measured (aioc-tls skipped: no TLS)" in line for line in lines)
     assert report.targets_table([]) == []
 

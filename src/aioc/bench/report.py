@@ -145,14 +145,15 @@ def targets_table(checked: list[dict]) -> list[str]:
     """The goals of the streams and TLS workloads, as ratios of server CPU per request."""
     if not checked:
         return []
-    lines = ["targets: ratios of the SERVER's CPU per request (medians of this run, measured side by side)"]
+    lines = ["targets: ratios of the SERVER's CPU per request, paired by round (median, min-max over rounds)"]
     for t in checked:
         what = f"  {t['workload']}: {t['contender']} / {t['reference']}, {METRIC_NAMES[t['metric']]}"
         if t["ratio"] is None:
             lines.append(f"{what}: not measured ({t['reason']})")
         else:
             verdict = "met" if t["met"] else "NOT met"
-            lines.append(f"{what} = {t['ratio']:.2f}  (target <= {t['limit']:g}: {verdict})")
+            lines.append(f"{what} = {t['ratio']:.2f} ({t['ratio_min']:.2f}-{t['ratio_max']:.2f}, "
+                         f"{t['rounds']} rounds)  target <= {t['limit']:g}: {verdict}")
     return lines
 
 

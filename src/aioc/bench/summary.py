@@ -93,21 +93,33 @@ TARGETS = (
 METRIC_NAMES = {"user_us_per_op": "user CPU per request", "cpu_us_per_op": "total CPU per request"}
 
 
-def targets(summary: dict) -> list[dict]:
+def targets(results: list[dict], summary: dict) -> list[dict]:
     """Each target of :data:`TARGETS` whose workload ran: its ratio, and whether the ratio meets it.
 
-    A ratio is None when either side did not run (``reason`` then says why).
+    The ratio is paired by round: each round measures both servers within
+    seconds of each other, so a busy minute on a shared machine weighs on
+    both; the median of the rounds' ratios is the target's figure, with
+    their spread.  It is None when no round measured both (``reason`` then
+    says why).
     """
     checked = []
     for wid, metric, name, reference, limit in TARGETS:
         cells = summary.get(wid, {}).get("cells")
         if cells is None:
             continue
-        mine, theirs = cells.get(name, {}), cells.get(reference, {})
-        value = ratio(mine.get(metric), theirs.get(metric))
+        by_round: dict[tuple[int, str], Any] = {
+            (r["round"], r["contender"]): r.get(metric)
+            for r in results if r["workload"] == wid and r.get("status") == "ok"
+        }
+        rounds = sorted({rnd for rnd, _ in by_round})
+        ratios = [ratio(by_round.get((rnd, name)), by_round.get((rnd, reference))) for rnd in rounds]
+        value = median(ratios)
+        low, high = spread(ratios)
         entry = {"workload": wid, "metric": metric, "contender": name, "reference": reference, "limit": limit,
-                 "ratio": value, "met": None if value is None else value <= limit}
+                 "ratio": value, "ratio_min": low, "ratio_max": high,
+                 "rounds": sum(r is not None for r in ratios), "met": None if value is None else value <= limit}
         if value is None:
+            mine, theirs = cells.get(name, {}), cells.get(reference, {})
             missing = [(n, c) for n, c in ((name, mine), (reference, theirs)) if c.get("status") != "ok"]
             entry["reason"] = "; ".join(f"{n} {c.get('status', 'not run')}: {c.get('reason') or ''}".rstrip(": ")
                                         for n, c in missing) or "no CPU time measured"
@@ -153,7 +165,7 @@ def document(*, machine: dict, config: dict, contenders: list[Any], workloads: l
         "results": results,
         "summary": summary,
         "idle_series": idle_series(summary, workloads),
-        "targets": targets(summary),
+        "targets": targets(results, summary),
         "noise": noise(results),
         "notes": notes,
         "elapsed_s": elapsed,
