@@ -734,9 +734,10 @@ def test_plot_draws_a_png(tmp_path):
     from aioc.bench import plot
 
     every = {c.name: c for c in contenders_mod.all_contenders()}
-    chosen = [every["aioc-pure-epoll"], every["c-epoll"], every["asyncio"]]
-    wl = [w for w in workloads_mod.build((0, 1000)) if w.id in ("ka64", "idle1000", "switch")]
+    chosen = [every["aioc-pure-epoll"], every["c-epoll"], every["asyncio"], every["uvloop-tls"]]
+    wl = [w for w in workloads_mod.build((0, 1000)) if w.id in ("ka64", "idle1000", "tls", "switch")]
     results = [
+        _record(1, "tls", "uvloop-tls", 900, 30.0, user_us_per_op=20.0, sys_us_per_op=10.0),
         _record(1, "ka64", "aioc-pure-epoll", 100, 30.0),
         _record(1, "ka64", "c-epoll", 300, 10.0),
         _record(1, "idle1000", "aioc-pure-epoll", 90, 31.0),
@@ -750,6 +751,7 @@ def test_plot_draws_a_png(tmp_path):
                            config={"rounds": 1, "window": 0.3, "connections": 50, "client": "aioc"},
                            contenders=chosen, workloads=wl, results=results, summary=summ, notes=[], elapsed=1.0)
     out = tmp_path / "plot.png"
+    assert ("cpu", "tls", "server CPU per request, tls workload (keep-alive 64 B)") in plot.panels(doc)
     plot.plot(doc, str(out))
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

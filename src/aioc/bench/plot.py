@@ -123,10 +123,15 @@ def _idle_lines(ax, series: dict, names: list[str]) -> None:
 def panels(doc: dict) -> list[tuple]:
     """The panels to draw, in order: ``(kind, workload id or None, title)``."""
     summary = doc["summary"]
+    # The streams and TLS workloads are about the server's CPU per request (their targets), not throughput.
+    layered = {w["id"] for w in doc.get("workloads", []) if w.get("suite", "plain") != "plain"}
     out = []
     for wid, entry in summary.items():
         if entry["kind"] == "net" and not entry["idle"]:
-            out.append(("bars", wid, f"{entry['label']} ({entry['unit']})"))
+            if wid in layered:
+                out.append(("cpu", wid, f"server CPU per request, {wid} workload (keep-alive 64 B)"))
+            else:
+                out.append(("bars", wid, f"{entry['label']} ({entry['unit']})"))
     if doc.get("idle_series"):
         out.append(("idle", None, "throughput vs idle connections"))
     cpu_wid = "ka64" if "ka64" in summary else next((w for w, e in summary.items() if e["kind"] == "net"), None)

@@ -159,7 +159,8 @@ def document(*, machine: dict, config: dict, contenders: list[Any], workloads: l
             for c in contenders
         ],
         "workloads": [
-            {"id": w.id, "label": w.label, "kind": w.kind, "unit": w.unit, "mode": w.mode, "idle": w.idle}
+            {"id": w.id, "label": w.label, "kind": w.kind, "unit": w.unit, "mode": w.mode, "idle": w.idle,
+             "suite": w.suite}
             for w in workloads
         ],
         "results": results,
