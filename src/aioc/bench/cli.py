@@ -19,8 +19,9 @@ and two C servers, on epoll and on io_uring.
 Network workloads (conn/s; keep-alive with 64 B, 1 KiB, 16 KiB bodies; keep-alive
 with idle connections held open; keep-alive through each loop's streams API; keep-alive
 over TLS) run each server in its own process on one CPU and the load generator on
-another; scheduler workloads (task switches, spawns, timers, a queue, a lock) run in-process.  Contenders are interleaved round by round; the table shows medians
-and the min-max spread, and the server's CPU time per request.
+another; scheduler workloads (task switches, spawns, timers, a queue, a lock) run
+in-process.  Contenders are interleaved round by round; the table shows medians and
+the min-max spread, and the server's CPU time per request.
 """
 
 EPILOG = """\
