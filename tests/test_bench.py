@@ -366,10 +366,14 @@ def test_c_io_uring_server_serves_or_says_why_not(tmp_path):
         finally:
             for sock in held:
                 sock.close()
-        # A request that never ends is cut off at the protocol's limit.
+        # A request that never ends is cut off at the protocol's limit: a close, or a reset
+        # when the server closes with bytes still unread.
         with socket.create_connection(("127.0.0.1", ports["ka64"]), timeout=10) as sock:
             sock.sendall(b"x" * (protocol.MAX_REQUEST + 4096))
-            assert sock.recv(10) == b""
+            try:
+                assert sock.recv(10) == b""
+            except ConnectionResetError:
+                pass
     finally:
         _stop(proc)
 
