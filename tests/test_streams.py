@@ -16,6 +16,8 @@ import types
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import aioc
 from aioc import _env, streams
@@ -99,6 +101,11 @@ def test_buffer_appends_finds_and_takes(StreamBuffer):
     assert buffer.find(b"\r\n", 0, 5) == 3  # offsets count from the first unconsumed byte
     assert buffer.take(100) == b"def\r\n"
     assert len(buffer) == 0
+    buffer.append(b"")
+    assert len(buffer) == 0
+    for bad in (lambda: buffer.take(-1), lambda: buffer.find(b"x", -1, 5), lambda: buffer.find(b"x", 0, -1)):
+        with pytest.raises(ValueError):
+            bad()
 
 
 def test_buffer_keeps_order_through_compaction(StreamBuffer):
@@ -112,6 +119,31 @@ def test_buffer_keeps_order_through_compaction(StreamBuffer):
         taken += buffer.take(size // 2 + 1)
     taken += buffer.take(len(buffer))
     assert bytes(taken) == sent[:position]
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    steps=st.lists(
+        st.one_of(
+            st.tuples(st.just("append"), st.binary(max_size=70_000).map(lambda raw: raw[:5] * (len(raw) // 5 + 1))),
+            st.tuples(st.just("take"), st.integers(0, 90_000)),
+            st.tuples(st.just("find"), st.tuples(st.sampled_from([b"\n", b"ab", b"\x00\x00"]),
+                                                 st.integers(0, 100), st.integers(0, 100_000))),
+        ),
+        max_size=30,
+    )
+)
+def test_buffer_twins_agree(StreamBuffer, steps):
+    twin, reference = StreamBuffer(), streams.StreamBuffer()
+    for op, argument in steps:
+        if op == "append":
+            twin.append(argument)
+            reference.append(argument)
+        elif op == "take":
+            assert twin.take(argument) == reference.take(argument)
+        else:
+            assert twin.find(*argument) == reference.find(*argument)
+        assert len(twin) == len(reference)
 
 
 # -- reading -----------------------------------------------------------------
@@ -354,6 +386,83 @@ def test_separator_search_covers_each_byte_about_once(aio, loop, runner, socketp
 
     assert runner.complete(main()) == line
     assert searched[0] <= 2 * len(line)
+
+
+def oracle(data: bytes, ops: list) -> list:
+    """What the reads give on ``data``, worked out on the whole byte string at once."""
+    results, rest = [], data
+    for op, size, separator in ops:
+        if op == "exactly":
+            if len(rest) >= size:
+                results.append(rest[:size])
+                rest = rest[size:]
+            else:
+                results.append(("incomplete", rest, size))
+                rest = b""
+            continue
+        index = rest.find(separator)
+        if index >= 0 and index + len(separator) <= size:
+            results.append(rest[: index + len(separator)])
+            rest = rest[index + len(separator) :]
+        elif len(rest) >= size:
+            results.append(("limit", size))
+        elif rest:
+            results.append(("incomplete", rest, None))
+            rest = b""
+        else:
+            results.append(b"")
+    return results
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    data=st.binary(max_size=300).map(lambda raw: bytes(b"ab\r\n"[byte % 4] for byte in raw)),
+    cuts=st.lists(st.integers(1, 40), max_size=30),
+    ops=st.lists(
+        st.tuples(st.sampled_from(["exactly", "until"]), st.integers(0, 50), st.sampled_from([b"\n", b"\r\n", b"ab"])),
+        max_size=20,
+    ),
+)
+def test_reads_agree_with_the_whole_string_however_bytes_arrive(aio, Stream, data, cuts, ops):
+    ops = [(op, size if op == "exactly" else size + 1, separator) for op, size, separator in ops]
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    chunks, position = [], 0
+    for cut in cuts:
+        chunks.append(data[position : position + cut])
+        position += cut
+    chunks.append(data[position:])
+
+    def sender():
+        for chunk in chunks:
+            if chunk:
+                b.send(chunk)
+            yield aio.Sleep(0)
+        b.close()
+
+    def main():
+        stream = Stream(a)
+        sending = yield aio.Spawn(sender())
+        results = []
+        for op, size, separator in ops:
+            try:
+                if op == "exactly":
+                    results.append((yield from stream.read_exactly(size)))
+                else:
+                    results.append((yield from stream.read_until(separator, size)))
+            except aioc.IncompleteReadError as error:
+                results.append(("incomplete", error.partial, error.expected))
+            except aioc.LimitOverrunError as error:
+                results.append(("limit", error.consumed))
+        yield aio.Join(sending)
+        yield from stream.close()
+        return results
+
+    try:
+        assert aio.run(main()) == oracle(data, ops)
+    finally:
+        a.close()
+        b.close()
 
 
 def test_buffered_reads_complete_without_waiting(aio, runner, socketpair, Stream):

@@ -144,12 +144,16 @@ class StreamBuffer:
 
     def find(self, separator: bytes, begin: int, end: int) -> int:
         """Where ``separator`` first lies wholly within ``[begin, end)``; -1 if nowhere."""
+        if begin < 0 or end < 0:
+            raise ValueError("begin and end must be zero or more")
         start = self._start
         index = self._data.find(separator, start + begin, start + end)
         return index - start if index >= 0 else -1
 
     def take(self, n: int) -> bytes:
         """Consume and return the first ``n`` bytes (all of them if fewer are buffered)."""
+        if n < 0:
+            raise ValueError(f"n must be zero or more, got {n}")
         data, start = self._data, self._start
         end = start + n
         if end >= len(data):

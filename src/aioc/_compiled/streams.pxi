@@ -46,8 +46,8 @@ cdef class StreamBuffer:
         cdef Py_ssize_t size = self.end - self.start
         cdef Py_ssize_t capacity
         cdef char *grown
-        if self.capacity - self.end >= n:
-            return self.data + self.end
+        if self.data is not NULL and self.capacity - self.end >= n:
+            return self.data + self.end  # never NULL: that is this method's error value
         if self.start:
             memmove(self.data, self.data + self.start, size)
             self.start, self.end = 0, size
@@ -63,6 +63,8 @@ cdef class StreamBuffer:
         return self.data + size
 
     cdef int extend(self, const char *data, Py_ssize_t n) except -1:
+        if n == 0:
+            return 0
         memcpy(self.reserve(n), data, n)
         self.end += n
         return 0
@@ -101,10 +103,14 @@ cdef class StreamBuffer:
     def find(self, separator, begin, end):
         """Where ``separator`` first lies wholly within ``[begin, end)``; -1 if nowhere."""
         cdef bytes needle = bytes(separator)
+        if begin < 0 or end < 0:
+            raise ValueError("begin and end must be zero or more")
         return self.find_in(PyBytes_AS_STRING(needle), PyBytes_GET_SIZE(needle), begin, end)
 
     def take(self, n):
         """Consume and return the first ``n`` bytes (all of them if fewer are buffered)."""
+        if n < 0:
+            raise ValueError(f"n must be zero or more, got {n}")
         return self.take_bytes(n)
 
 
