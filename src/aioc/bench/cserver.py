@@ -1,4 +1,4 @@
-"""Builds the C reference servers (``c_epoll_server.c``, ``c_io_uring_server.c``, shipped in this package) at run time."""
+"""Builds the C reference servers shipped in this package (``c_epoll_server.c``, ``c_io_uring_server.c``) at run time."""
 
 from __future__ import annotations
 

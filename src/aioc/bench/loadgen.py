@@ -8,12 +8,11 @@ server's CPU time is read from ``/proc`` at the two edges of the window, by
 this process, so that the window is exactly the one the counts cover.
 
 ``python -m aioc.bench.loadgen`` serves the orchestrator: it reads one JSON
-command per line on stdin (``run``, ``hold``, ``release``, ``exit``; a
-``run`` with ``tls_cafile`` goes to the TLS client of
-:mod:`aioc.bench.tlsload`) and
+command per line on stdin (``run``, ``hold``, ``release``, ``exit``) and
 answers each with one JSON line on stdout.  ``hold`` opens idle keep-alive
 connections (each completes one request first, so the server has really
-accepted it) and keeps them open until ``release``.
+accepted it) and keeps them open until ``release``.  A ``run`` with
+``tls_cafile`` goes to the TLS client of :mod:`aioc.bench.tlsload`.
 """
 
 from __future__ import annotations

@@ -129,7 +129,8 @@ def targets(results: list[dict], summary: dict) -> list[dict]:
 
 def idle_series(summary: dict, workloads: list[Any]) -> dict[str, list[tuple[int, float | None]]]:
     """Per contender, ``[(idle connections, median rate)]`` for the idle series (ka64 is its 0)."""
-    points = sorted(((w.idle, w.id) for w in workloads if w.kind == "net" and w.mode == "ka64" and w.suite == "plain"))
+    points = sorted((w.idle, w.id) for w in workloads
+                    if w.kind == "net" and w.mode == "ka64" and w.suite == "plain")
     series: dict[str, list[tuple[int, float | None]]] = {}
     if len(points) < 2:
         return series
