@@ -7,8 +7,10 @@ Each test runs both twins of Stream (the pure specification in
 from __future__ import annotations
 
 import gc
+import importlib.util
 import io
 import os
+import pathlib
 import socket
 import struct
 import tracemalloc
@@ -1013,6 +1015,16 @@ def test_a_failing_tls_close_still_closes_the_socket(aio, runner, socketpair, St
 
     runner.complete(main())
     assert a.fileno() == -1
+
+
+def test_typed_line_server_runs(backend):
+    """tests/typed/streams.py, which mypy --strict checks, also works."""
+    path = pathlib.Path(__file__).parent / "typed" / "streams.py"
+    spec = importlib.util.spec_from_file_location("aioc_typed_streams", path)
+    assert spec is not None and spec.loader is not None
+    program = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(program)
+    assert program.main(["streams.py", backend]) == 0
 
 
 def test_public_names():

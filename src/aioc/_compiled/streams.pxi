@@ -9,7 +9,10 @@
 # Python.  The loop handles StreamRead by exact type: it waits for
 # readability on the epoll registration it already holds and receives into
 # the stream's buffer in C before the task resumes, which keeps a cancelled
-# read's bytes.  write is the compiled SendAll.  Everything else (TLS
+# read's bytes.  A read that needs bytes waits before its first recv, as
+# ReadEvent does: on a keep-alive connection the next request is rarely
+# there yet, a recv that fails with EAGAIN is a wasted system call, and the
+# wait on a kept registration costs none.  write is the compiled SendAll.  Everything else (TLS
 # layers, sendfile, close) runs the pure methods on the compiled object.
 
 cdef extern from "string.h" nogil:
