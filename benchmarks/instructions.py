@@ -47,8 +47,8 @@ CONTENDERS = ("aioc-compiled", "aioc-pure-epoll", "uvloop-protocol", "c-epoll")
 CONNECTIONS = 3000
 
 
-def start(contender, c_server, wrapper=()):
-    argv = ["taskset", "-c", "0", *wrapper, *contenders.server_argv(contender, c_server, 600)]
+def start(contender, c_servers, wrapper=()):
+    argv = ["taskset", "-c", "0", *wrapper, *contenders.server_argv(contender, c_servers, 600)]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=contender.environ())
     ready = proc.stdout.readline().split()
     if not ready or ready[0] != "READY":
@@ -172,15 +172,15 @@ def main():
         parser.error(f"needs {', '.join(missing)} on PATH (apt-get install linux-perf valgrind wrk util-linux)")
     chosen = contenders.select(args.contenders.split(","))
     with tempfile.TemporaryDirectory() as build_dir:
-        c_server, reason = cserver.build(build_dir)
-        contenders.check_availability(chosen, c_server, reason)
+        c_servers = {"c-epoll": cserver.build(build_dir)}
+        contenders.check_availability(chosen, c_servers)
         chosen = [c for c in chosen if c.available]
         results = {(c.name, w): [] for c in chosen for w in ("keep-alive", "per-connection")}
         for round_ in range(args.rounds):
             for c in chosen[round_ % len(chosen):] + chosen[: round_ % len(chosen)]:
                 if args.counter == "callgrind":
                     grind = Callgrind(build_dir)
-                    proc, ports = start(c, c_server, grind.wrapper())
+                    proc, ports = start(c, c_servers, grind.wrapper())
                     n = args.requests
                     measure = [
                         ("keep-alive", lambda: grind.counted(proc.pid, lambda: keepalive_requests(ports["ka64"], n),
@@ -189,7 +189,7 @@ def main():
                                                                  lambda: connection_load(ports["close"], 200))),
                     ]
                 else:
-                    proc, ports = start(c, c_server)
+                    proc, ports = start(c, c_servers)
                     measure = [
                         ("keep-alive", lambda: counted(proc.pid, lambda: keepalive_load(ports["ka64"]))),
                         ("per-connection", lambda: counted(proc.pid, lambda: connection_load(ports["close"]))),

@@ -250,6 +250,153 @@ def test_seed_style_aioc_server_serves_every_mode():
         _stop(proc)
 
 
+def _serves_every_mode(ports: dict[str, int], pid: int | None = None, connections: int = 3) -> None:
+    for mode in protocol.MODES:
+        result = loadgen.run_load(ports[mode], mode, connections=connections, warmup=0, window=30,
+                                  max_requests=30, server_pid=pid)
+        assert (result["completed"], result["errors"]) == (30, 0), mode
+
+
+@pytest.mark.parametrize("kind", ["curio", "trio", "asyncio-streams"])
+def test_other_loops_servers_serve_every_mode(kind):
+    if kind != "asyncio-streams":
+        pytest.importorskip(kind)
+    proc, line = _start([sys.executable, "-m", "aioc.bench.servers", kind, "--lifetime", "60"])
+    try:
+        assert line[2].split("-")[0] == kind.split("-")[0]
+        _serves_every_mode(dict(zip(protocol.MODES, map(int, line[3:]))), proc.pid)
+    finally:
+        _stop(proc)
+
+
+def test_aioc_streams_server_serves_every_mode():
+    missing = contenders_mod.aioc_missing(("serve_tcp", "Stream"))
+    if missing:
+        pytest.skip(missing)
+    proc, line = _start([sys.executable, "-m", "aioc.bench.servers", "aioc-streams", "--lifetime", "60"])
+    try:
+        _serves_every_mode(dict(zip(protocol.MODES, map(int, line[3:]))), proc.pid)
+    finally:
+        _stop(proc)
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory):
+    from aioc.bench import tlscert
+
+    files, reason = tlscert.make_certificate(str(tmp_path_factory.mktemp("tls")))
+    if files is None:
+        pytest.skip(reason)
+    return files
+
+
+def _tls_server_kinds() -> list[list[str]]:
+    kinds = [["asyncio-streams"]]
+    try:
+        import uvloop  # noqa: F401
+
+        kinds.append(["asyncio-streams", "--uvloop"])
+    except ImportError:
+        pass
+    if contenders_mod.aioc_missing(("serve_tcp", "Stream", "tls")) is None:
+        kinds.append(["aioc-streams"])
+    return kinds
+
+
+@pytest.mark.parametrize("kind", _tls_server_kinds(), ids=" ".join)
+def test_tls_servers_and_client_count_exactly(kind, tls_files):
+    from aioc.bench import tlsload
+
+    cert, key = tls_files
+    proc, line = _start([sys.executable, "-m", "aioc.bench.servers", *kind, "--tls", cert, key, "--lifetime", "60"])
+    try:
+        ports = dict(zip(protocol.MODES, map(int, line[3:])))
+        for mode in ("ka64", "ka16384"):
+            result = tlsload.run_tls_load(ports[mode], mode, tls_cafile=cert, connections=3, warmup=0, window=30,
+                                          max_requests=25, server_pid=proc.pid)
+            assert (result["completed"], result["errors"]) == (25, 0), mode
+            assert result["stop_reason"] == "max_requests"
+            assert result["server_cpu_s"] >= 0
+        # Plaintext against a TLS port is refused, not counted.
+        plain = loadgen.run_load(ports["ka64"], "ka64", connections=1, warmup=0, window=30, max_errors=2)
+        assert plain["completed"] == 0 and plain["errors"] == 2
+    finally:
+        _stop(proc)
+
+
+def test_tls_client_against_a_plaintext_server_counts_errors(tls_files):
+    from aioc.bench import tlsload
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(10)
+
+    def answer_in_plaintext():  # what an HTTP server says to a ClientHello
+        try:
+            while True:
+                conn, _ = listener.accept()
+                with conn:
+                    conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+        except OSError:
+            return  # the listener was closed
+
+    thread = threading.Thread(target=answer_in_plaintext, daemon=True)
+    thread.start()
+    try:
+        result = tlsload.run_tls_load(listener.getsockname()[1], "ka64", tls_cafile=tls_files[0], connections=2,
+                                      warmup=0, window=30, max_errors=4)
+    finally:
+        listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
+        listener.close()
+        thread.join(timeout=15)
+    assert result["completed"] == 0
+    assert result["errors"] >= 4 and result["stop_reason"] == "max_errors"
+    assert set(result["error_kinds"]) <= {"SSLError", "ConnectionResetError", "SSLEOFError"}
+
+
+def test_tls_only_for_the_streams_servers(capsys):
+    from aioc.bench import servers
+
+    with pytest.raises(SystemExit):
+        servers.main(["curio", "--tls", "a.pem", "b.pem"])
+    assert "only the streams servers speak TLS" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler")
+def test_c_io_uring_server_serves_or_says_why_not(tmp_path):
+    from aioc.bench import cserver
+
+    exe, reason = cserver.build(str(tmp_path), source="c_io_uring_server.c")
+    assert reason is None and exe
+    proc = subprocess.Popen([exe, "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline().split()
+    if not line:
+        err = proc.communicate()[1]
+        assert proc.returncode == 3 and "io_uring unavailable" in err
+        pytest.skip(err.strip())
+    try:
+        assert line[2] == "c-io_uring"
+        ports = dict(zip(protocol.MODES, map(int, line[3:])))
+        _serves_every_mode(ports, connections=5)
+        # Idle connections hold a multishot recv each; the active ones still get served.
+        held, errors = loadgen.hold_connections(ports["ka64"], 40, concurrency=8)
+        try:
+            assert (len(held), errors) == (40, 0)
+            _serves_every_mode(ports)
+        finally:
+            for sock in held:
+                sock.close()
+        # A request that never ends is cut off at the protocol's limit: a close, or a reset
+        # when the server closes with bytes still unread.
+        with socket.create_connection(("127.0.0.1", ports["ka64"]), timeout=10) as sock:
+            sock.sendall(b"x" * (protocol.MAX_REQUEST + 4096))
+            try:
+                assert sock.recv(10) == b""
+            except ConnectionResetError:
+                pass
+    finally:
+        _stop(proc)
+
+
 @pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler")
 def test_c_server_builds_and_serves(tmp_path):
     from aioc.bench import cserver
@@ -282,9 +429,13 @@ def test_c_server_reports_a_missing_compiler(tmp_path):
     ("switch", {"tasks": 5, "count": 20}),
     ("spawn", {"count": 50}),
     ("timers", {"count": 30, "max_delay": 0.002}),
+    ("queue", {"count": 300, "maxsize": 7}),
+    ("lock", {"count": 100}),
 ])
-@pytest.mark.parametrize("loop", ["aioc", "asyncio"])
+@pytest.mark.parametrize("loop", ["aioc", "asyncio", "curio", "trio"])
 def test_scheduler_workloads_complete(loop, workload, sizes):
+    if loop in ("curio", "trio"):
+        pytest.importorskip(loop)
     result = scheduler.run(loop, workload, **sizes)
     assert result["ops"] == result["expected"]
     assert result["errors"] == 0
@@ -348,7 +499,11 @@ def test_wrk_client_without_wrk_is_a_clear_error(monkeypatch, capsys):
 def test_options_select_workloads_and_contenders():
     args = cli.parse_args(["--only", "keepalive,switch", "--contenders", "aioc,c"])
     assert [w.id for w in args.workloads] == ["ka64", "ka1k", "ka16k", "switch"]
-    assert [c.name for c in args.selected] == ["aioc-compiled", "aioc-io_uring", "aioc-pure-epoll", "aioc-pure-select", "c-epoll"]
+    assert [c.name for c in args.selected] == ["aioc-compiled", "aioc-io_uring", "aioc-pure-epoll", "aioc-pure-select",
+                                               "aioc-streams", "aioc-tls", "c-epoll", "c-io_uring"]
+    both = cli.parse_args(["--only", "streams,tls,net", "--contenders", "curio,trio"])
+    assert [c.name for c in both.selected] == ["curio", "trio"]
+    assert {"streams", "tls", "conn"} <= {w.id for w in both.workloads}
     quick = cli.parse_args(["--quick"])
     assert quick.rounds == 1 and quick.idle == cli.QUICK_IDLE_LEVELS
     full = cli.parse_args([])
@@ -455,6 +610,97 @@ def test_compiled_is_the_baseline_when_present():
     assert "vs_c" not in entry["cells"]["asyncio"]  # no C limit for in-process workloads
 
 
+def test_targets_are_ratios_of_cpu_per_request():
+    every = {c.name: c for c in contenders_mod.all_contenders()}
+    chosen = [every[n] for n in ("aioc-compiled", "aioc-streams", "uvloop-streams", "aioc-tls", "uvloop-tls")]
+    wl = [w for w in workloads_mod.build() if w.id in ("streams", "tls")]
+    results = [
+        _record(1, "streams", "aioc-compiled", 900, 5.0, user_us_per_op=2.0),
+        _record(1, "streams", "aioc-streams", 800, 6.0, user_us_per_op=2.5),
+        _record(1, "streams", "uvloop-streams", 700, 9.0, user_us_per_op=4.0),
+        # A busy second round: both sides slower, the paired ratio holds.
+        _record(2, "streams", "aioc-compiled", 450, 10.0, user_us_per_op=4.0),
+        _record(2, "streams", "aioc-streams", 400, 12.0, user_us_per_op=6.0),
+        _record(2, "streams", "uvloop-streams", 350, 18.0, user_us_per_op=8.0),
+        # A round where the reference failed is left out of the pairs.
+        _record(3, "streams", "aioc-streams", 800, 6.0, user_us_per_op=1.0),
+        _record(3, "streams", "uvloop-streams", None, None, status="error", reason="boom"),
+        _record(3, "streams", "aioc-compiled", None, None, status="error", reason="boom"),
+        _record(1, "tls", "uvloop-tls", 300, 30.0),
+        {"round": 0, "workload": "tls", "contender": "aioc-tls", "status": "skipped", "reason": "no TLS"},
+    ]
+    summ = summary.summarize(results, wl, chosen)
+    assert summ["streams"]["baseline"] == "aioc-compiled"
+    checked = summary.targets(results, summ)
+    assert [(t["reference"], t["ratio"], t["rounds"], t["met"]) for t in checked] == [
+        ("uvloop-streams", pytest.approx((2.5 / 4.0 + 6.0 / 8.0) / 2), 2, False),
+        ("aioc-compiled", pytest.approx((2.5 / 2.0 + 6.0 / 4.0) / 2), 2, True),
+        ("uvloop-tls", None, 0, None)]
+    assert (checked[0]["ratio_min"], checked[0]["ratio_max"]) == (2.5 / 4.0, 6.0 / 8.0)
+    assert "aioc-tls skipped: no TLS" in checked[2]["reason"]
+    lines = report.targets_table(checked)
+    assert any("= 0.69 (0.62-0.75, 2 rounds)  target <= 0.5: NOT met" in line for line in lines)
+    assert any("= 1.38 (1.25-1.50, 2 rounds)  target <= 1.5: met" in line for line in lines)
+    assert any("not measured (aioc-tls skipped: no TLS)" in line for line in lines)
+    assert report.targets_table([]) == []
+
+
+def test_availability_reasons(monkeypatch):
+    every = contenders_mod.all_contenders()
+    real = contenders_mod.package_status
+    monkeypatch.setattr(contenders_mod, "package_status",
+                        lambda name: (None, f"{name} is not installed") if name == "trio" else real(name))
+    c_servers = {"c-epoll": ("/bin/true", None), "c-io_uring": (None, "cc -O2 c_io_uring_server.c failed: old")}
+    contenders_mod.check_availability(every, c_servers, tls_reason="no openssl")
+    by_name = {c.name: c for c in every}
+    assert by_name["trio"].reason == "trio is not installed" and not by_name["trio"].available
+    assert by_name["c-io_uring"].reason.endswith("failed: old")
+    assert by_name["c-epoll"].available
+    assert not by_name["asyncio-tls"].available and by_name["asyncio-tls"].reason == "no openssl"
+    assert by_name["asyncio-streams"].available
+    tls_argv = contenders_mod.server_argv(by_name["uvloop-streams"], c_servers, 60)
+    assert "--tls" not in tls_argv
+    argv = contenders_mod.server_argv(by_name["asyncio-tls"], c_servers, 60, ("c.pem", "k.pem"))
+    assert argv[argv.index("--tls"):argv.index("--tls") + 3] == ["--tls", "c.pem", "k.pem"]
+
+
+def test_a_server_that_cannot_start_says_why(tmp_path):
+    """What the io_uring server does where the kernel refuses a ring: its reason reaches the row."""
+    c = contenders_mod.Contender("c-io_uring", "C io_uring", "c", ["<c>"], c_source="c_io_uring_server.c")
+    refuse = "echo 'io_uring unavailable: io_uring_setup: Operation not permitted' >&2; exit 3"
+    server = runner.ServerProcess(c, ["sh", "-c", refuse], None, str(tmp_path))
+    server.launch()
+    with pytest.raises(RuntimeError, match="io_uring unavailable: io_uring_setup: Operation not permitted"):
+        server.wait_ready()
+
+
+def test_tls_is_not_applicable_under_wrk():
+    every = {c.name: c for c in contenders_mod.all_contenders()}
+    wl = {w.id: w for w in workloads_mod.build()}
+    r = runner.Runner(runner.Config(client="wrk"), list(wl.values()), list(every.values()))
+    try:
+        assert "plaintext only" in r.fd_problem(wl["tls"], every["uvloop-tls"])
+        assert r.fd_problem(wl["streams"], every["uvloop-streams"]) is None
+        assert [c.name for c in r.net_contenders(wl["streams"])] == [
+            "aioc-compiled", "aioc-streams", "asyncio-streams", "uvloop-streams"]
+    finally:
+        r.tmp.cleanup()
+
+
+def test_quick_run_of_the_streams_and_tls_workloads(capsys):
+    """End to end at tiny scale: the servers start, every row is measured or says why not."""
+    code = cli.main(["--only", "streams,tls,lock", "--rounds", "1", "--window", "0.1", "--warmup", "0",
+                     "--contenders", "aioc-compiled,aioc-streams,aioc-tls,asyncio-streams,asyncio-tls,trio",
+                     "--sched-scale", "0.0005", "--quiet", "--no-keep-awake"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "streams API, keep-alive 64 B" in out and "TLS streams, keep-alive 64 B" in out
+    assert "targets: ratios of the SERVER's CPU per request" in out
+    for row in ("asyncio-streams", "asyncio-tls", "aioc-compiled"):
+        assert f"\n{row} " in out
+    assert "error" not in out.split("targets:")[0].replace("errors", "")
+
+
 def test_derived_per_request_numbers():
     rec = runner.derive_net({"completed": 1000, "duration_s": 2.0, "server_user_s": 0.5, "server_sys_s": 0.25,
                              "server_cpu_s": 0.75, "client_cpu_s": 1.9, "server_wait_s": 0.1,
@@ -511,9 +757,10 @@ def test_plot_draws_a_png(tmp_path):
     from aioc.bench import plot
 
     every = {c.name: c for c in contenders_mod.all_contenders()}
-    chosen = [every["aioc-pure-epoll"], every["c-epoll"], every["asyncio"]]
-    wl = [w for w in workloads_mod.build((0, 1000)) if w.id in ("ka64", "idle1000", "switch")]
+    chosen = [every["aioc-pure-epoll"], every["c-epoll"], every["asyncio"], every["uvloop-tls"]]
+    wl = [w for w in workloads_mod.build((0, 1000)) if w.id in ("ka64", "idle1000", "tls", "switch")]
     results = [
+        _record(1, "tls", "uvloop-tls", 900, 30.0, user_us_per_op=20.0, sys_us_per_op=10.0),
         _record(1, "ka64", "aioc-pure-epoll", 100, 30.0),
         _record(1, "ka64", "c-epoll", 300, 10.0),
         _record(1, "idle1000", "aioc-pure-epoll", 90, 31.0),
@@ -527,6 +774,7 @@ def test_plot_draws_a_png(tmp_path):
                            config={"rounds": 1, "window": 0.3, "connections": 50, "client": "aioc"},
                            contenders=chosen, workloads=wl, results=results, summary=summ, notes=[], elapsed=1.0)
     out = tmp_path / "plot.png"
+    assert ("cpu", "tls", "server CPU per request, tls workload (keep-alive 64 B)") in plot.panels(doc)
     plot.plot(doc, str(out))
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -154,7 +154,7 @@ import fnmatch, sys, zipfile
 
 names = zipfile.ZipFile(sys.argv[1]).namelist()
 for pattern in ["aioc/_loop_c.cpython-*.so", "aioc/py.typed", "aioc/_loop_c.pyi", "aioc/_loop_c.pxd",
-                "aioc/_version.py", "aioc/bench/c_epoll_server.c"]:
+                "aioc/_version.py", "aioc/bench/c_epoll_server.c", "aioc/bench/c_io_uring_server.c"]:
     assert fnmatch.filter(names, pattern), f"{sys.argv[1]} lacks {pattern}"
 generated = [name for name in names if fnmatch.fnmatch(name, "aioc/*.c") and "/bench/" not in name]
 assert not generated, f"{sys.argv[1]} carries generated C: {generated}"

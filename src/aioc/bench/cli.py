@@ -13,31 +13,36 @@ from . import wrk
 from .scheduler import scaled
 
 DESCRIPTION = """\
-Benchmark aioc's event loop against asyncio, uvloop and a C epoll server.
+Benchmark aioc's event loop against asyncio, uvloop, curio and trio (when installed)
+and two C servers, on epoll and on io_uring.
 
 Network workloads (conn/s; keep-alive with 64 B, 1 KiB, 16 KiB bodies; keep-alive
-with idle connections held open) run each server in its own process on one CPU and
-the load generator on another; scheduler workloads (task switches, spawns, timers, a queue, a lock)
-run in-process.  Contenders are interleaved round by round; the table shows medians
-and the min-max spread, and the server's CPU time per request.
+with idle connections held open; keep-alive through each loop's streams API; keep-alive
+over TLS) run each server in its own process on one CPU and the load generator on
+another; scheduler workloads (task switches, spawns, timers, a queue, a lock) run
+in-process.  Contenders are interleaved round by round; the table shows medians and
+the min-max spread, and the server's CPU time per request.
 """
 
 EPILOG = """\
-workloads: conn, ka64, ka1k, ka16k, idle<N> (from --idle), switch, spawn, timers,
-  queue, lock;
+workloads: conn, ka64, ka1k, ka16k, idle<N> (from --idle), streams, tls, switch,
+  spawn, timers, queue, lock;
   groups: net, keepalive, idle, scheduler.
 contenders: {contenders};
   a prefix selects a family (aioc, asyncio, uvloop, c).
+  The streams workload runs the streams servers and aioc's raw-event one; the tls
+  workload only the TLS servers; the summary checks their targets.
 examples:
   python -m aioc.bench --quick
   python -m aioc.bench --json bench.json --plot bench.png
   python -m aioc.bench --only keepalive --contenders aioc,c
   python -m aioc.bench --client wrk --only conn,ka64
+  python -m aioc.bench --only streams,tls --rounds 5 --window 2
 """
 
 
 #: What --rounds, --window, --warmup and --sched-scale default to.  Chosen so that the default
-#: run, 3 interleaved rounds of every workload and contender, stays under 3 minutes on two CPUs:
+#: run, 3 interleaved rounds of every workload and contender, stays around 4 minutes on two CPUs:
 #: half-second windows suffice because the server's CPU time comes from its process CPU clock
 #: (ns), not from 10 ms ticks (only the user/system split is in ticks); every server is warmed
 #: up once before the first round, so each run needs only a short warm-up of its own; and the
@@ -102,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--quick", action="store_true",
-                        help="smoke run under 30 s: one round, short windows, small scheduler sizes")
+                        help="smoke run of about 30 s: one round, short windows, small scheduler sizes")
     parser.add_argument("--json", metavar="FILE", help="write every raw and summarized number, with machine info")
     parser.add_argument("--plot", metavar="FILE.png", help="draw the results with matplotlib")
     parser.add_argument("--client", choices=("aioc", "wrk"), default="aioc",
@@ -178,8 +183,9 @@ def list_all() -> str:
         lines.append(f"  {name:<10} (group) {text}")
     lines.append("contenders:")
     for c in contenders_mod.all_contenders():
-        kinds = [k for k, v in (("network", c.server), ("scheduler", c.scheduler)) if v]
-        lines.append(f"  {c.name:<17} {c.label} [{', '.join(kinds)}]")
+        kinds = [f"network: {', '.join(c.suites)}"] if c.server else []
+        kinds += ["scheduler"] if c.scheduler else []
+        lines.append(f"  {c.name:<17} {c.label} [{'; '.join(kinds)}]")
     return "\n".join(lines) + "\n"
 
 

@@ -1,4 +1,4 @@
-"""Builds the C reference server (``c_epoll_server.c``, shipped in this package) at run time."""
+"""Builds the C reference servers shipped in this package (``c_epoll_server.c``, ``c_io_uring_server.c``) at run time."""
 
 from __future__ import annotations
 
@@ -10,21 +10,21 @@ from importlib import resources
 SOURCE_NAME = "c_epoll_server.c"
 
 
-def source_text() -> str:
-    return resources.files(__package__).joinpath(SOURCE_NAME).read_text()
+def source_text(name: str = SOURCE_NAME) -> str:
+    return resources.files(__package__).joinpath(name).read_text()
 
 
-def build(directory: str, compiler: str | None = None) -> tuple[str | None, str | None]:
-    """Compile the server into ``directory``: ``(executable, None)`` or ``(None, reason)``."""
+def build(directory: str, compiler: str | None = None, source: str = SOURCE_NAME) -> tuple[str | None, str | None]:
+    """Compile the server ``source`` into ``directory``: ``(executable, None)`` or ``(None, reason)``."""
     cc = compiler or os.environ.get("CC") or "cc"
     if shutil.which(cc) is None:
         return None, f"no C compiler: {cc!r} is not on PATH"
     try:
-        text = source_text()
+        text = source_text(source)
     except (OSError, FileNotFoundError) as exc:
-        return None, f"the C source {SOURCE_NAME} is not installed with the package ({exc})"
-    src = os.path.join(directory, SOURCE_NAME)
-    exe = os.path.join(directory, "c_epoll_server")
+        return None, f"the C source {source} is not installed with the package ({exc})"
+    src = os.path.join(directory, source)
+    exe = os.path.join(directory, source[:-2])
     with open(src, "w") as f:
         f.write(text)
     try:
@@ -32,6 +32,8 @@ def build(directory: str, compiler: str | None = None) -> tuple[str | None, str 
     except (OSError, subprocess.SubprocessError) as exc:
         return None, f"{cc} -O2 failed to run: {exc}"
     if out.returncode != 0:
-        first = (out.stderr or out.stdout).strip().splitlines()
-        return None, f"{cc} -O2 failed: {first[0] if first else 'exit ' + str(out.returncode)}"
+        lines = (out.stderr or out.stdout).strip().splitlines()
+        # The first error, not the "In function" line before it.
+        errors = [line for line in lines if "error" in line] or lines
+        return None, f"{cc} -O2 {source} failed: {errors[0] if errors else 'exit ' + str(out.returncode)}"
     return exe, None

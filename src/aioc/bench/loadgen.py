@@ -11,7 +11,8 @@ this process, so that the window is exactly the one the counts cover.
 command per line on stdin (``run``, ``hold``, ``release``, ``exit``) and
 answers each with one JSON line on stdout.  ``hold`` opens idle keep-alive
 connections (each completes one request first, so the server has really
-accepted it) and keeps them open until ``release``.
+accepted it) and keeps them open until ``release``.  A ``run`` with
+``tls_cafile`` goes to the TLS client of :mod:`aioc.bench.tlsload`.
 """
 
 from __future__ import annotations
@@ -344,7 +345,11 @@ def serve_commands(stdin=None, stdout=None) -> None:
         try:
             command = json.loads(line)
             op = command.pop("op")
-            if op == "run":
+            if op == "run" and "tls_cafile" in command:
+                from .tlsload import run_tls_load
+
+                answer = run_tls_load(**command)
+            elif op == "run":
                 answer = run_load(**command)
             elif op == "hold":
                 socks, errors = hold_connections(**command)

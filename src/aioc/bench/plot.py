@@ -15,6 +15,13 @@ COLORS = {
     "uvloop-streams": "#a1d99b",
     "uvloop": "#238b45",
     "c-epoll": "#525252",
+    "c-io_uring": "#969696",
+    "aioc-streams": "#4292c6",
+    "aioc-tls": "#6baed6",
+    "asyncio-tls": "#fd8d3c",
+    "uvloop-tls": "#74c476",
+    "curio": "#6a51a3",
+    "trio": "#ce1256",
 }
 
 
@@ -116,10 +123,15 @@ def _idle_lines(ax, series: dict, names: list[str]) -> None:
 def panels(doc: dict) -> list[tuple]:
     """The panels to draw, in order: ``(kind, workload id or None, title)``."""
     summary = doc["summary"]
+    # The streams and TLS workloads are about the server's CPU per request (their targets), not throughput.
+    layered = {w["id"] for w in doc.get("workloads", []) if w.get("suite", "plain") != "plain"}
     out = []
     for wid, entry in summary.items():
         if entry["kind"] == "net" and not entry["idle"]:
-            out.append(("bars", wid, f"{entry['label']} ({entry['unit']})"))
+            if wid in layered:
+                out.append(("cpu", wid, f"server CPU per request, {wid} workload (keep-alive 64 B)"))
+            else:
+                out.append(("bars", wid, f"{entry['label']} ({entry['unit']})"))
     if doc.get("idle_series"):
         out.append(("idle", None, "throughput vs idle connections"))
     cpu_wid = "ka64" if "ka64" in summary else next((w for w, e in summary.items() if e["kind"] == "net"), None)
@@ -156,7 +168,7 @@ def plot(doc: dict, path: str) -> None:
     machine, config = doc["machine"], doc["config"]
     fig.suptitle(
         f"aioc benchmark, {machine['date'][:10]}: {machine['cpu_model']} x{machine['cpu_count']}, "
-        f"Python {machine['python']}, aioc {machine['aioc_implementation']}, uvloop {machine['uvloop_version'] or '-'}; "
+        f"Python {machine['python']}, aioc {machine['aioc_implementation']}, uvloop {machine.get('uvloop_version') or '-'}; "
         f"{config['rounds']} round(s), {config['window']:g} s windows, {config['connections']} connections, "
         f"client {config.get('client_loop') or config['client']}",
         fontsize=10, x=0.01, ha="left",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .summary import METRIC_NAMES
+
 
 #: Above this median run-queue wait the report warns that the machine was busy.
 NOISY = 0.10
@@ -53,7 +55,8 @@ def header(machine: dict, config: dict, client_loop: str | None) -> list[str]:
         f"aioc benchmark  {machine['date']}",
         f"  CPU {machine['cpu_model']} x{machine['cpu_count']}, Linux {machine['kernel']}, "
         f"Python {machine['python']}, aioc {machine['aioc_implementation']}, "
-        f"uvloop {machine['uvloop_version'] or 'not installed'}",
+        + ", ".join(f"{name} {machine.get(name + '_version') or 'not installed'}"
+                    for name in ("uvloop", "curio", "trio")),
         f"  {'quick run' if config['quick'] else 'full run'}: {config['rounds']} round(s) interleaved, "
         f"warm-up {config['warmup']:g} s, window {config['window']:g} s, {config['connections']} connections; "
         f"{where}; idle CPUs kept awake: {'yes' if config['keep_awake'] else 'no'}",
@@ -138,6 +141,22 @@ def idle_table(series: dict, contenders: list[Any]) -> list[str]:
         headers, rows, "<" + ">" * (len(headers) - 1))
 
 
+def targets_table(checked: list[dict]) -> list[str]:
+    """The goals of the streams and TLS workloads, as ratios of server CPU per request."""
+    if not checked:
+        return []
+    lines = ["targets: ratios of the SERVER's CPU per request, paired by round (median, min-max over rounds)"]
+    for t in checked:
+        what = f"  {t['workload']}: {t['contender']} / {t['reference']}, {METRIC_NAMES[t['metric']]}"
+        if t["ratio"] is None:
+            lines.append(f"{what}: not measured ({t['reason']})")
+        else:
+            verdict = "met" if t["met"] else "NOT met"
+            lines.append(f"{what} = {t['ratio']:.2f} ({t['ratio_min']:.2f}-{t['ratio_max']:.2f}, "
+                         f"{t['rounds']} rounds)  target <= {t['limit']:g}: {verdict}")
+    return lines
+
+
 FOOTNOTES = [
     "med = median over the rounds; min-max = their spread.  x aioc / x C = throughput over the aioc baseline's /",
     "the C server's; cpu xC = CPU per request over the C server's.  user/sys/cpu us = CPU time of the SERVER",
@@ -146,6 +165,14 @@ FOOTNOTES = [
     "(load generator busy, server not): compare CPU per request rather than throughput.  wait% = share of the",
     "window the server or client sat runnable while another process had its CPU (high = a noisy machine;",
     "distrust that row).  aioc-pure-select has no scheduler rows: without I/O it is aioc-pure-epoll's loop.",
+    "Idioms: curio runs with python -O (its scheduler's debug assert makes a burst of spawns quadratic), spawns",
+    "with spawn(daemon=True) and awaits Lock.release(); trio spawns with nursery.start_soon, its queue is a",
+    "memory channel, trio.open_memory_channel(100), and its lock and channel yield at every call (trio's",
+    "checkpoints).  streams: each loop's server API (aioc.serve_tcp handing out aioc.Stream;",
+    "asyncio.start_server's reader and writer) beside aioc-compiled's raw-event server.  tls: the same streams",
+    "servers over TLS 1.3 with a P-256 certificate made for the run; the client is Python threads with blocking",
+    "ssl sockets, so compare the servers' CPU per request.  c-io_uring: the C server on io_uring (multishot",
+    "accept, multishot recv from a provided buffer ring, one io_uring_enter per loop pass).",
 ]
 
 
@@ -167,6 +194,9 @@ def render(doc: dict, contenders: list[Any], client_loop: str | None) -> str:
     idle = idle_table(doc.get("idle_series") or {}, contenders)
     if idle:
         lines += [""] + idle
+    goals = targets_table(doc.get("targets") or [])
+    if goals:
+        lines += [""] + goals
     lines += [""] + FOOTNOTES
     lines.append(f"elapsed {doc['elapsed_s']:.0f} s")
     return "\n".join(lines) + "\n"

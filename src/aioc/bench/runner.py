@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import cserver, protocol, wrk
+from . import cserver, protocol, tlscert, wrk
 from .contenders import Contender, server_argv
 from .progress import Progress
 from .system import child_setup, nofile_limits, plan_affinity, read_cpu_times, run_delay, split_cpu, wait_quiet
@@ -265,8 +265,10 @@ class Runner:
         self.client: LoadClient | None = None
         self.spinners: list[subprocess.Popen] = []
         self.tmp = tempfile.TemporaryDirectory(prefix="aioc-bench-")
-        self.c_server: str | None = None
-        self.c_reason: str | None = None
+        #: C contender name -> (executable, None) or (None, why it could not be built).
+        self.c_servers: dict[str, tuple[str | None, str | None]] = {}
+        #: (certificate, key) of the TLS servers, made at run time.
+        self.tls_files: tuple[str, str] | None = None
         if config.pin:
             self.server_cpu, self.client_cpu = plan_affinity()
         else:
@@ -276,8 +278,14 @@ class Runner:
 
     # -- the plan ---------------------------------------------------------------
 
-    def net_contenders(self) -> list[Contender]:
-        return [c for c in self.contenders if c.server and c.available]
+    def net_contenders(self, workload: Workload | None = None) -> list[Contender]:
+        """The available servers; with ``workload``, those of its suite."""
+        return [c for c in self.contenders if c.server and c.available
+                and (workload is None or workload.suite in c.suites)]
+
+    def takes_part(self, c: Contender) -> bool:
+        """Whether a selected workload is one ``c`` runs."""
+        return bool(c.server and any(w.suite in c.suites for w in self.net)) or bool(c.scheduler and self.sched)
 
     def sched_contenders(self) -> list[Contender]:
         return [c for c in self.contenders if c.scheduler and c.available]
@@ -299,7 +307,7 @@ class Runner:
         """``(steps, estimated seconds)`` of the measurements to come."""
         steps, seconds = 0, 0.0
         for w in self.net:
-            for c in self.net_contenders():
+            for c in self.net_contenders(w):
                 if self.fd_problem(w, c) is None:
                     steps += 1
                     seconds += self.step_estimate(w, c)
@@ -311,6 +319,8 @@ class Runner:
 
     def fd_problem(self, workload: Workload, contender: Contender) -> str | None:
         """Why this contender cannot run this workload here, or None."""
+        if workload.suite == "tls" and self.config.client == "wrk":
+            return "--client wrk drives plaintext only; the TLS workload needs the aioc client"
         need = workload.idle + self.config.connections + FD_MARGIN
         if contender.fd_limit is not None and need > contender.fd_limit:
             return (f"select() watches only fds below {contender.fd_limit}; "
@@ -330,14 +340,15 @@ class Runner:
     def setup(self) -> None:
         from .contenders import check_availability
 
-        needs_c = any(c.family == "c" for c in self.contenders) and self.net
-        if needs_c:
-            self.c_server, self.c_reason = cserver.build(self.tmp.name)
-        else:
-            self.c_reason = "not needed"
-        check_availability(self.contenders, self.c_server, self.c_reason)
         for c in self.contenders:
-            if not c.available:
+            if c.c_source and any(w.suite in c.suites for w in self.net):
+                self.c_servers[c.name] = cserver.build(self.tmp.name, source=c.c_source)
+        tls_reason = None
+        if any(w.suite == "tls" for w in self.net) and any("tls" in c.suites for c in self.contenders):
+            self.tls_files, tls_reason = tlscert.make_certificate(self.tmp.name)
+        check_availability(self.contenders, self.c_servers, tls_reason)
+        for c in self.contenders:
+            if not c.available and self.takes_part(c):
                 self.note(f"skipped {c.name}: {c.reason}")
         steps, seconds = self.plan()
         lifetime = int(seconds * 4 + 600)
@@ -351,7 +362,10 @@ class Runner:
             # Started together, so that their imports overlap.
             starting = []
             for c in self.net_contenders():
-                server = ServerProcess(c, server_argv(c, self.c_server, lifetime), self.server_cpu, self.tmp.name)
+                if not self.takes_part(c):
+                    continue
+                argv = server_argv(c, self.c_servers, lifetime, self.tls_files)
+                server = ServerProcess(c, argv, self.server_cpu, self.tmp.name)
                 try:
                     server.launch()
                 except OSError as exc:
@@ -382,18 +396,27 @@ class Runner:
         """
         if self.client is None:
             return
-        modes = sorted({w.mode for w in self.net}, key=protocol.MODES.index)
         window = 0.03 if self.config.quick else 0.1
         for name, server in self.servers.items():
-            for mode in modes:
+            served = [w for w in self.net if w.suite in server.contender.suites]
+            modes = sorted({(w.mode, w.suite == "tls") for w in served}, key=lambda m: protocol.MODES.index(m[0]))
+            for mode, tls in modes:
                 try:
                     self.client.request(
                         {"op": "run", "port": server.ports[mode], "mode": mode,
-                         "connections": self.config.connections, "warmup": 0, "window": window},
+                         "connections": self.config.connections, "warmup": 0, "window": window,
+                         **self.tls_options(tls)},
                         timeout=window + 60,
                     )
                 except RuntimeError as exc:
                     self.note(f"warm-up of {name} ({mode}) failed: {exc}")
+
+    def tls_options(self, tls: bool) -> dict:
+        """What the load generator needs to speak TLS to our servers (nothing for plaintext)."""
+        if not tls:
+            return {}
+        assert self.tls_files is not None
+        return {"tls_cafile": self.tls_files[0]}
 
     def close(self) -> None:
         if self.client is not None:
@@ -418,7 +441,8 @@ class Runner:
         # Facts that do not change between rounds are recorded once.
         for c in self.contenders:
             for w in self.workloads:
-                if (w.kind == "net" and not c.server) or (w.kind == "sched" and not c.scheduler):
+                if (w.kind == "net" and not (c.server and w.suite in c.suites)) or (
+                        w.kind == "sched" and not c.scheduler):
                     continue
                 if not c.available:
                     self.results.append(result_record(0, w, c, "skipped", reason=c.reason))
@@ -429,13 +453,12 @@ class Runner:
                 self.progress.note("warming up every server")
             self.warm_up()
         for round_ in range(1, cfg.rounds + 1):
-            net = _rotate(self.net_contenders(), round_ - 1)
             for w in (w for w in self.net if not w.idle):
-                for c in net:
+                for c in _rotate(self.net_contenders(w), round_ - 1):
                     self._measure_net(round_, w, c)
             idle = sorted((w for w in self.net if w.idle), key=lambda w: w.idle)
             if idle:
-                for c in net:
+                for c in _rotate(self.net_contenders(idle[0]), round_ - 1):
                     self._idle_series(round_, idle, c)
             sched = _rotate(self.sched_contenders(), round_ - 1)
             for w in self.sched:
@@ -524,7 +547,8 @@ class Runner:
             else:
                 data = self.client.request(
                     {"op": "run", "port": port, "mode": w.mode, "connections": cfg.connections,
-                     "warmup": cfg.warmup, "window": cfg.window, "server_pid": server.pid},
+                     "warmup": cfg.warmup, "window": cfg.window, "server_pid": server.pid,
+                     **self.tls_options(w.suite == "tls")},
                     timeout=cfg.warmup + cfg.window + 60,
                 )
         except (RuntimeError, TimeoutError, OSError) as exc:

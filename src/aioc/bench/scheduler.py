@@ -2,7 +2,10 @@
 
 Each runs in a fresh process (``python -m aioc.bench.scheduler LOOP WORKLOAD``)
 and prints one JSON line.  LOOP is ``aioc`` (with ``--backend``; the
-implementation follows ``AIOC_NO_EXTENSIONS``), ``asyncio`` or ``uvloop``.
+implementation follows ``AIOC_NO_EXTENSIONS``), ``asyncio``, ``uvloop``,
+``curio`` or ``trio``, each in its own idiom: a task is spawned with aioc's
+``loop.call_soon``, asyncio's ``create_task``, curio's ``spawn(daemon=True)``
+and trio's ``nursery.start_soon``.
 
 - ``switch``: ``tasks`` tasks each yield ``Sleep(0)`` (``await
   asyncio.sleep(0)``) ``count`` times: task switches per second.
@@ -13,9 +16,12 @@ implementation follows ``AIOC_NO_EXTENSIONS``), ``asyncio`` or ``uvloop``.
   each wake-up came compared to its deadline.
 - ``queue``: a producer and a consumer task pass ``count`` items through a
   queue of ``maxsize`` items (``aioc.Queue``, the compiled twin when the
-  loop is compiled; ``asyncio.Queue``): items per second.
+  loop is compiled; ``asyncio.Queue``, curio ``curio.Queue``; trio has no
+  queue object, so a memory channel ``trio.open_memory_channel(maxsize)``):
+  items per second.
 - ``lock``: one task acquires and releases an uncontended lock ``count``
-  times (``aioc.Lock``, likewise; ``asyncio.Lock``): acquire-release pairs per second.
+  times (``aioc.Lock``, likewise; ``asyncio.Lock``, ``curio.Lock``,
+  ``trio.Lock``): acquire-release pairs per second.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ import time
 
 from .stats import percentile
 
-LOOPS = ("aioc", "asyncio", "uvloop")
+LOOPS = ("aioc", "asyncio", "uvloop", "curio", "trio")
 WORKLOADS = ("switch", "spawn", "timers", "queue", "lock")
 
 #: The full sizes; ``scaled`` shrinks the counts (not the number of tasks or the delays).
@@ -326,6 +332,246 @@ def asyncio_lock(name: str, count: int) -> dict:
     return {"ops": done[0], "expected": count, "elapsed_s": elapsed}
 
 
+# -- curio -------------------------------------------------------------------------
+
+
+def curio_switch(tasks: int, count: int) -> dict:
+    import curio
+
+    done = [0]
+
+    async def switcher(n):
+        sleep = curio.sleep
+        for _ in range(n):
+            await sleep(0)
+        done[0] += n
+
+    async def main():
+        start = time.perf_counter()
+        async with curio.TaskGroup() as group:
+            for _ in range(tasks):
+                await group.spawn(switcher, count)
+        return time.perf_counter() - start
+
+    elapsed = curio.run(main)
+    return {"ops": done[0], "expected": tasks * count, "elapsed_s": elapsed}
+
+
+def curio_spawn(count: int) -> dict:
+    import curio
+
+    done = [0]
+
+    async def main():
+        finished = curio.Event()
+
+        async def trivial():
+            done[0] += 1
+            if done[0] == count:
+                await finished.set()
+
+        start = time.perf_counter()
+        spawn = curio.spawn
+        for _ in range(count):
+            await spawn(trivial, daemon=True)  # fire and forget, as call_soon and create_task
+        await finished.wait()
+        return time.perf_counter() - start
+
+    elapsed = curio.run(main)
+    return {"ops": done[0], "expected": count, "elapsed_s": elapsed}
+
+
+def curio_timers(count: int, max_delay: float) -> dict:
+    import curio
+
+    late: list[float] = []
+    monotonic = time.monotonic
+
+    async def main():
+        finished = curio.Event()
+
+        async def sleeper(delay):
+            deadline = monotonic() + delay
+            await curio.sleep(delay)
+            late.append(monotonic() - deadline)
+            if len(late) == count:
+                await finished.set()
+
+        start = time.perf_counter()
+        spawn = curio.spawn
+        for delay in delays(count, max_delay):
+            await spawn(sleeper, delay, daemon=True)
+        await finished.wait()
+        return time.perf_counter() - start
+
+    elapsed = curio.run(main)
+    return {"ops": len(late), "expected": count, "elapsed_s": elapsed, "lateness": late}
+
+
+def curio_queue(count: int, maxsize: int) -> dict:
+    import curio
+
+    received = [0]
+
+    async def main():
+        queue = curio.Queue(maxsize)
+
+        async def producer():
+            put = queue.put
+            for i in range(count):
+                await put(i)
+
+        async def consumer():
+            get = queue.get
+            for _ in range(count):
+                await get()
+            received[0] = count
+
+        start = time.perf_counter()
+        async with curio.TaskGroup() as group:
+            await group.spawn(producer)
+            await group.spawn(consumer)
+        return time.perf_counter() - start
+
+    elapsed = curio.run(main)
+    return {"ops": received[0], "expected": count, "elapsed_s": elapsed}
+
+
+def curio_lock(count: int) -> dict:
+    import curio
+
+    done = [0]
+
+    async def main():
+        lock = curio.Lock()
+        acquire, release = lock.acquire, lock.release
+        start = time.perf_counter()
+        for _ in range(count):
+            await acquire()
+            await release()  # curio's release is a coroutine
+        done[0] = count
+        return time.perf_counter() - start
+
+    elapsed = curio.run(main)
+    return {"ops": done[0], "expected": count, "elapsed_s": elapsed}
+
+
+# -- trio ----------------------------------------------------------------------------
+
+
+def trio_switch(tasks: int, count: int) -> dict:
+    import trio
+
+    done = [0]
+
+    async def switcher(n):
+        sleep = trio.sleep
+        for _ in range(n):
+            await sleep(0)
+        done[0] += n
+
+    async def main():
+        start = time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            for _ in range(tasks):
+                nursery.start_soon(switcher, count)
+        return time.perf_counter() - start
+
+    elapsed = trio.run(main)
+    return {"ops": done[0], "expected": tasks * count, "elapsed_s": elapsed}
+
+
+def trio_spawn(count: int) -> dict:
+    import trio
+
+    done = [0]
+
+    async def trivial():
+        done[0] += 1
+
+    async def main():
+        start = time.perf_counter()
+        async with trio.open_nursery() as nursery:  # trio's only way to spawn: the nursery waits for all
+            start_soon = nursery.start_soon
+            for _ in range(count):
+                start_soon(trivial)
+        return time.perf_counter() - start
+
+    elapsed = trio.run(main)
+    return {"ops": done[0], "expected": count, "elapsed_s": elapsed}
+
+
+def trio_timers(count: int, max_delay: float) -> dict:
+    import trio
+
+    late: list[float] = []
+    monotonic = time.monotonic
+
+    async def sleeper(delay):
+        deadline = monotonic() + delay
+        await trio.sleep(delay)
+        late.append(monotonic() - deadline)
+
+    async def main():
+        start = time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            for delay in delays(count, max_delay):
+                nursery.start_soon(sleeper, delay)
+        return time.perf_counter() - start
+
+    elapsed = trio.run(main)
+    return {"ops": len(late), "expected": count, "elapsed_s": elapsed, "lateness": late}
+
+
+def trio_queue(count: int, maxsize: int) -> dict:
+    import trio
+
+    received = [0]
+
+    async def main():
+        # trio has no queue object: a memory channel of the same capacity is its queue.
+        send_channel, receive_channel = trio.open_memory_channel(maxsize)
+
+        async def producer():
+            send = send_channel.send
+            for i in range(count):
+                await send(i)
+
+        async def consumer():
+            receive = receive_channel.receive
+            for _ in range(count):
+                await receive()
+            received[0] = count
+
+        start = time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(producer)
+            nursery.start_soon(consumer)
+        return time.perf_counter() - start
+
+    elapsed = trio.run(main)
+    return {"ops": received[0], "expected": count, "elapsed_s": elapsed}
+
+
+def trio_lock(count: int) -> dict:
+    import trio
+
+    done = [0]
+
+    async def main():
+        lock = trio.Lock()
+        acquire, release = lock.acquire, lock.release
+        start = time.perf_counter()
+        for _ in range(count):
+            await acquire()
+            release()
+        done[0] = count
+        return time.perf_counter() - start
+
+    elapsed = trio.run(main)
+    return {"ops": done[0], "expected": count, "elapsed_s": elapsed}
+
+
 def _run_delay() -> float | None:
     try:
         with open("/proc/self/schedstat", "rb") as f:
@@ -349,6 +595,16 @@ def run(loop_name: str, workload: str, *, backend: str = "epoll", **sizes) -> di
         import aioc
 
         result["loop"] = f"aioc-{aioc.IMPLEMENTATION}-{backend}"
+    elif loop_name == "curio":
+        func = {"switch": curio_switch, "spawn": curio_spawn, "timers": curio_timers, "queue": curio_queue,
+                "lock": curio_lock}[workload]
+        result = func(**sizes)
+        result["loop"] = loop_name
+    elif loop_name == "trio":
+        func = {"switch": trio_switch, "spawn": trio_spawn, "timers": trio_timers, "queue": trio_queue,
+                "lock": trio_lock}[workload]
+        result = func(**sizes)
+        result["loop"] = loop_name
     else:
         func = {"switch": asyncio_switch, "spawn": asyncio_spawn, "timers": asyncio_timers, "queue": asyncio_queue,
                 "lock": asyncio_lock}[workload]

@@ -3,9 +3,13 @@
 ``python -m aioc.bench.servers KIND`` listens on 127.0.0.1, one ephemeral port
 per reply mode (see :mod:`aioc.bench.protocol`), prints one line
 ``READY <pid> <implementation> <port>...`` and serves until it is killed or
-its ``--lifetime`` runs out.  KIND is ``aioc`` (with ``--backend``),
+its ``--lifetime`` runs out.  KIND is ``aioc`` (raw events, with
+``--backend``), ``aioc-streams`` (``aioc.serve_tcp`` and ``aioc.Stream``),
 ``asyncio-protocol`` or ``asyncio-streams`` (with ``--uvloop`` for uvloop's
-loop).  The aioc server is written the way the seed tutorial writes one.
+loop), ``curio`` or ``trio``.  The streams servers speak TLS on every port
+with ``--tls CERT KEY``.  The aioc server is written the way the seed
+tutorial writes one; curio's and trio's are its closest match, a task per
+connection over their socket wrappers.
 """
 
 from __future__ import annotations
@@ -14,12 +18,13 @@ import argparse
 import os
 import signal
 import socket
+import ssl
 import sys
 
 from . import protocol
 from .system import raise_nofile_limit
 
-KINDS = ("aioc", "asyncio-protocol", "asyncio-streams")
+KINDS = ("aioc", "aioc-streams", "asyncio-protocol", "asyncio-streams", "curio", "trio")
 BACKLOG = 4096
 
 
@@ -82,6 +87,48 @@ def serve_aioc(socks: list[socket.socket], backend: str) -> None:
     loop.run_forever()
 
 
+def serve_aioc_streams(socks: list[socket.socket], backend: str, context: ssl.SSLContext | None) -> None:
+    """The same server through aioc's streams API, the counterpart of ``asyncio.start_server``:
+    ``aioc.serve_tcp`` hands each connection to the handler as an ``aioc.Stream`` (TLS-handshaken
+    first when ``context`` is given), which reads and writes instead of raw events."""
+    import aioc
+
+    def handler(reply: bytes, close: bool):
+        def handle(stream):
+            pending = b""
+            try:
+                while True:
+                    data = yield from stream.read(65536)
+                    if not data:
+                        break
+                    count, pending = protocol.split_requests(pending, data)
+                    if count:
+                        yield from stream.write(reply if count == 1 else reply * count)
+                        if close:
+                            break
+                    elif len(pending) > protocol.MAX_REQUEST:
+                        break
+            except OSError:  # a peer that resets is not the server's failure (ssl.SSLError is an OSError)
+                pass
+
+        return handle
+
+    loop = aioc.EventLoop(backend=backend)
+    for sock, mode in zip(socks, protocol.MODES):
+        sock.setblocking(False)
+        loop.call_soon(aioc.serve_tcp(handler(protocol.reply_for(mode), protocol.closes(mode)), sock=sock,
+                                      ssl=context))
+    announce(socks, f"aioc-{aioc.IMPLEMENTATION}-{loop.backend}")
+    loop.run_forever()
+
+
+def server_context(cert: str, key: str) -> ssl.SSLContext:
+    """Every TLS server's context: the defaults of a server, with the run's certificate."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
 # -- asyncio and uvloop ---------------------------------------------------------
 
 
@@ -130,7 +177,7 @@ def serve_asyncio_protocol(socks: list[socket.socket], use_uvloop: bool) -> None
     loop.run_forever()
 
 
-def serve_asyncio_streams(socks: list[socket.socket], use_uvloop: bool) -> None:
+def serve_asyncio_streams(socks: list[socket.socket], use_uvloop: bool, context: ssl.SSLContext | None) -> None:
     import asyncio
 
     def handler(reply: bytes, close: bool):
@@ -161,11 +208,105 @@ def serve_asyncio_streams(socks: list[socket.socket], use_uvloop: bool) -> None:
     for sock, mode in zip(socks, protocol.MODES):
         loop.run_until_complete(
             asyncio.start_server(
-                handler(protocol.reply_for(mode), protocol.closes(mode)), sock=sock, backlog=BACKLOG
+                handler(protocol.reply_for(mode), protocol.closes(mode)), sock=sock, backlog=BACKLOG, ssl=context
             )
         )
     announce(socks, name)
     loop.run_forever()
+
+
+# -- curio and trio -------------------------------------------------------------------
+
+
+def serve_curio(socks: list[socket.socket]) -> None:
+    """curio's own idiom for aioc's raw-event server: ``curio.io.Socket`` accept,
+    ``recv`` and ``sendall``, a daemon task per connection."""
+    import curio
+    from curio.io import Socket
+
+    async def handle(conn, reply: bytes, close: bool) -> None:
+        pending = b""
+        async with conn:
+            try:
+                while True:
+                    data = await conn.recv(65536)
+                    if not data:
+                        break
+                    count, pending = protocol.split_requests(pending, data)
+                    if count:
+                        await conn.sendall(reply if count == 1 else reply * count)
+                        if close:
+                            break
+                    elif len(pending) > protocol.MAX_REQUEST:
+                        break
+            except OSError:
+                pass
+
+    async def server_loop(sock: socket.socket, reply: bytes, close: bool) -> None:
+        listener = Socket(sock)
+        while True:
+            try:
+                conn, addr = await listener.accept()
+            except OSError:
+                continue
+            await curio.spawn(handle, conn, reply, close, daemon=True)
+
+    async def main() -> None:
+        async with curio.TaskGroup() as group:
+            for sock, mode in zip(socks, protocol.MODES):
+                await group.spawn(server_loop, sock, protocol.reply_for(mode), protocol.closes(mode))
+            announce(socks, f"curio-{curio.__version__}")
+
+    curio.run(main)
+
+
+def serve_trio(socks: list[socket.socket]) -> None:
+    """trio at the level of aioc's raw-event server: ``trio.socket`` accept,
+    ``recv`` and ``send`` (trio sockets have no ``sendall``, so a short loop),
+    a nursery task per connection.  ``trio.serve_tcp`` with ``SocketStream``
+    would add its stream layer on top of these same calls."""
+    import trio
+
+    async def sendall(conn, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            sent = await conn.send(view)
+            view = view[sent:]
+
+    async def handle(conn, reply: bytes, close: bool) -> None:
+        pending = b""
+        with conn:
+            try:
+                while True:
+                    data = await conn.recv(65536)
+                    if not data:
+                        break
+                    count, pending = protocol.split_requests(pending, data)
+                    if count:
+                        await sendall(conn, reply if count == 1 else reply * count)
+                        if close:
+                            break
+                    elif len(pending) > protocol.MAX_REQUEST:
+                        break
+            except OSError:
+                pass
+
+    async def server_loop(nursery, sock: socket.socket, reply: bytes, close: bool) -> None:
+        listener = trio.socket.from_stdlib_socket(sock)
+        while True:
+            try:
+                conn, addr = await listener.accept()
+            except OSError:
+                continue
+            nursery.start_soon(handle, conn, reply, close)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            for sock, mode in zip(socks, protocol.MODES):
+                nursery.start_soon(server_loop, nursery, sock, protocol.reply_for(mode), protocol.closes(mode))
+            announce(socks, f"trio-{trio.__version__}")
+
+    trio.run(main)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -174,18 +315,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--backend", choices=("epoll", "select", "io_uring"), default="epoll", help="aioc's poller")
     parser.add_argument("--uvloop", action="store_true", help="asyncio servers on uvloop's loop")
     parser.add_argument("--lifetime", type=float, default=900.0, help="exit after this many seconds")
+    parser.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"), help="streams servers: serve TLS with these files")
     args = parser.parse_args(argv)
     raise_nofile_limit()
     # Bounded in time even if whoever started it forgets to stop it.
     signal.signal(signal.SIGALRM, signal.SIG_DFL)
     signal.alarm(max(1, int(args.lifetime)))
+    if args.tls and args.kind not in ("aioc-streams", "asyncio-streams"):
+        parser.error("--tls: only the streams servers speak TLS")
+    context = server_context(*args.tls) if args.tls else None
     socks = listen_sockets()
     if args.kind == "aioc":
         serve_aioc(socks, args.backend)
+    elif args.kind == "aioc-streams":
+        serve_aioc_streams(socks, args.backend, context)
     elif args.kind == "asyncio-protocol":
         serve_asyncio_protocol(socks, args.uvloop)
+    elif args.kind == "asyncio-streams":
+        serve_asyncio_streams(socks, args.uvloop, context)
+    elif args.kind == "curio":
+        serve_curio(socks)
     else:
-        serve_asyncio_streams(socks, args.uvloop)
+        serve_trio(socks)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,8 @@ from .stats import median, ratio, spread
 
 SCHEMA = "aioc-bench/1"
 
-#: Contenders tried in order as the aioc reference of the ratios.
-BASELINES = ("aioc-compiled", "aioc-pure-epoll")
+#: Contenders tried in order as the aioc reference of the ratios (the TLS workload has only aioc-tls).
+BASELINES = ("aioc-compiled", "aioc-pure-epoll", "aioc-tls")
 #: The C limit of the network workloads.
 C_LIMIT = "c-epoll"
 
@@ -82,9 +82,55 @@ def summarize(results: list[dict], workloads: list[Any], contenders: list[Any]) 
     return summary
 
 
+#: The goals the streams and TLS workloads check, as ratios of server CPU per request measured
+#: side by side in one run: (workload, metric, contender, reference, highest ratio that meets it).
+TARGETS = (
+    ("streams", "user_us_per_op", "aioc-streams", "uvloop-streams", 0.5),
+    ("streams", "user_us_per_op", "aioc-streams", "aioc-compiled", 1.5),
+    ("tls", "cpu_us_per_op", "aioc-tls", "uvloop-tls", 0.8),
+)
+
+METRIC_NAMES = {"user_us_per_op": "user CPU per request", "cpu_us_per_op": "total CPU per request"}
+
+
+def targets(results: list[dict], summary: dict) -> list[dict]:
+    """Each target of :data:`TARGETS` whose workload ran: its ratio, and whether the ratio meets it.
+
+    The ratio is paired by round: each round measures both servers within
+    seconds of each other, so a busy minute on a shared machine weighs on
+    both; the median of the rounds' ratios is the target's figure, with
+    their spread.  It is None when no round measured both (``reason`` then
+    says why).
+    """
+    checked = []
+    for wid, metric, name, reference, limit in TARGETS:
+        cells = summary.get(wid, {}).get("cells")
+        if cells is None:
+            continue
+        by_round: dict[tuple[int, str], Any] = {
+            (r["round"], r["contender"]): r.get(metric)
+            for r in results if r["workload"] == wid and r.get("status") == "ok"
+        }
+        rounds = sorted({rnd for rnd, _ in by_round})
+        ratios = [ratio(by_round.get((rnd, name)), by_round.get((rnd, reference))) for rnd in rounds]
+        value = median(ratios)
+        low, high = spread(ratios)
+        entry = {"workload": wid, "metric": metric, "contender": name, "reference": reference, "limit": limit,
+                 "ratio": value, "ratio_min": low, "ratio_max": high,
+                 "rounds": sum(r is not None for r in ratios), "met": None if value is None else value <= limit}
+        if value is None:
+            mine, theirs = cells.get(name, {}), cells.get(reference, {})
+            missing = [(n, c) for n, c in ((name, mine), (reference, theirs)) if c.get("status") != "ok"]
+            entry["reason"] = "; ".join(f"{n} {c.get('status', 'not run')}: {c.get('reason') or ''}".rstrip(": ")
+                                        for n, c in missing) or "no CPU time measured"
+        checked.append(entry)
+    return checked
+
+
 def idle_series(summary: dict, workloads: list[Any]) -> dict[str, list[tuple[int, float | None]]]:
     """Per contender, ``[(idle connections, median rate)]`` for the idle series (ka64 is its 0)."""
-    points = sorted(((w.idle, w.id) for w in workloads if w.kind == "net" and w.mode == "ka64"))
+    points = sorted((w.idle, w.id) for w in workloads
+                    if w.kind == "net" and w.mode == "ka64" and w.suite == "plain")
     series: dict[str, list[tuple[int, float | None]]] = {}
     if len(points) < 2:
         return series
@@ -114,12 +160,14 @@ def document(*, machine: dict, config: dict, contenders: list[Any], workloads: l
             for c in contenders
         ],
         "workloads": [
-            {"id": w.id, "label": w.label, "kind": w.kind, "unit": w.unit, "mode": w.mode, "idle": w.idle}
+            {"id": w.id, "label": w.label, "kind": w.kind, "unit": w.unit, "mode": w.mode, "idle": w.idle,
+             "suite": w.suite}
             for w in workloads
         ],
         "results": results,
         "summary": summary,
         "idle_series": idle_series(summary, workloads),
+        "targets": targets(results, summary),
         "noise": noise(results),
         "notes": notes,
         "elapsed_s": elapsed,

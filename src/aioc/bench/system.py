@@ -204,12 +204,9 @@ def tool_version(argv: list[str]) -> str | None:
 def machine_info() -> dict:
     import aioc
 
-    try:
-        import uvloop
+    from .contenders import OPTIONAL_PACKAGES, package_status
 
-        uvloop_version = uvloop.__version__
-    except ImportError:
-        uvloop_version = None
+    versions = {f"{name}_version": package_status(name)[0] for name in OPTIONAL_PACKAGES}
     soft, hard = nofile_limits()
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -223,7 +220,7 @@ def machine_info() -> dict:
         "python_implementation": platform.python_implementation(),
         "aioc_version": getattr(aioc, "__version__", None),
         "aioc_implementation": aioc.IMPLEMENTATION,
-        "uvloop_version": uvloop_version,
+        **versions,
         "cc": tool_version(["cc", "--version"]),
         "wrk": tool_version(["wrk", "--version"]),
         "rlimit_nofile": [soft, hard],

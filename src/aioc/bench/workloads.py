@@ -14,6 +14,8 @@ class Workload:
     mode: str = ""  # reply mode (aioc.bench.protocol) for "net"
     idle: int = 0  # extra idle connections held open for "net"
     sched: str = ""  # aioc.bench.scheduler workload for "sched"
+    #: The contenders' suite that serves a "net" workload (aioc.bench.contenders): "plain", "streams" or "tls".
+    suite: str = "plain"
 
 
 DEFAULT_IDLE_LEVELS = (0, 1000, 10000)
@@ -39,6 +41,10 @@ def build(idle_levels: tuple[int, ...] = DEFAULT_IDLE_LEVELS) -> list[Workload]:
                          mode="ka64", idle=level)
             )
     workloads += [
+        Workload("streams", "streams API, keep-alive 64 B (and aioc's raw events)", "net",
+                 "req/s", mode="ka64", suite="streams"),
+        Workload("tls", "TLS streams, keep-alive 64 B (Python ssl client)", "net", "req/s",
+                 mode="ka64", suite="tls"),
         Workload("switch", "task switches: tasks yield Sleep(0) / await asyncio.sleep(0)", "sched", "switches/s",
                  sched="switch"),
         Workload("spawn", "spawn-and-finish: trivial tasks spawned and run to completion", "sched", "tasks/s",
@@ -78,7 +84,7 @@ def select(patterns: list[str] | None, idle_levels: tuple[int, ...] = DEFAULT_ID
         elif pattern == "keepalive":
             wanted.update(("ka64", "ka1k", "ka16k"))
         elif pattern == "idle":
-            wanted.update(w.id for w in workloads if w.kind == "net" and w.mode == "ka64")
+            wanted.update(w.id for w in workloads if w.kind == "net" and w.mode == "ka64" and w.suite == "plain")
         elif pattern == "scheduler":
             wanted.update(w.id for w in workloads if w.kind == "sched")
         else:
