@@ -216,3 +216,16 @@ def test_in_process_run_leaves_other_children_and_the_signal_mask_alone():
     pid, status = os.waitpid(bystander.pid, 0)  # still ours to reap
     assert pid == bystander.pid and os.waitstatus_to_exitcode(status) == 0
     bystander.returncode = 0
+
+
+def test_a_worker_starts_with_the_default_signal_handlers():
+    """The caller's handlers (a test runner's, say) do not decide what a forwarded SIGTERM does."""
+    previous = signal.signal(signal.SIGTERM, lambda *_: os._exit(7))
+    try:
+        def main():
+            os.kill(os.getppid(), signal.SIGTERM)  # the supervisor forwards it back
+            yield aioc.Sleep(30)  # ended by SIGTERM's default action, not by the handler above
+
+        assert aioc.run_workers(main, workers=1, grace=10.0) == 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -279,6 +279,12 @@ def _run_worker(main: Callable[[], Any], mask: set[int]) -> NoReturn:
     """The child's whole life: run ``main()`` on a fresh loop, then exit."""
     code = 1
     try:
+        # A worker starts as a fresh program would: the supervisor's caller
+        # may have handlers of its own (a test runner's, say) that must not
+        # decide what the forwarded SIGTERM does to a worker.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.set_wakeup_fd(-1)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         implementation.run(main())
         code = 0
