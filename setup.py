@@ -24,8 +24,8 @@ def _extensions():
     from Cython.Build import cythonize
 
     # AIOC_NO_EPOLL=1 builds the compiled loop with the select backend only,
-    # as it is built where <sys/epoll.h> does not exist.
-    macros = [("AIOC_NO_EPOLL", "1")] if env.flag("AIOC_NO_EPOLL") else []
+    # as it is built off Linux, where neither <sys/epoll.h> nor io_uring exists.
+    macros = [("AIOC_NO_EPOLL", "1"), ("AIOC_NO_IO_URING", "1")] if env.flag("AIOC_NO_EPOLL") else []
     loop = Extension(
         "aioc._loop_c",
         ["src/aioc/_loop_c.pyx"],
