@@ -366,6 +366,49 @@ def test_a_short_send_in_flight_finishes_with_the_rest(aio, loop, runner, socket
     assert runner.complete(main()) == (len(payload), payload)
 
 
+class WaitsReadable:
+    """Waits by readiness on ``sock``, as an event defined outside aioc does."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def _yield(self, loop, task):
+        loop.wait_readable(self.sock.fileno(), self, task, self.sock)
+
+    def _resume(self, loop, task):
+        loop.reschedule(task, self.sock.recv(65536))
+
+
+def test_readers_waiting_beside_sends_in_flight_leave_the_sends_alone(aio, loop, runner, socketpair):
+    """Both ends send 4 MiB while they read, one end's reader waiting by
+    readiness: every byte arrives once and in order.  (On io_uring a send
+    the socket could not take at once is the kernel's; a poll armed for the
+    reader beside it once woke the sender, which sent its bytes again.)"""
+    a, b = socketpair()
+    size, chunk = 4 << 20, 1 << 20
+    to_b, to_a = bytes(range(251)) * (size // 251), bytes(range(250, -1, -1)) * (size // 251)
+
+    def sender(sock, data):
+        for start in range(0, len(data), chunk):
+            yield aio.Timeout(aio.SendAll(sock, data[start : start + chunk]), 5.0)
+
+    def receiver(sock, event, size):
+        got = bytearray()
+        while len(got) < size:
+            got += yield aio.Timeout(event(sock), 5.0)
+        return bytes(got)
+
+    def main():
+        senders = [(yield aio.Spawn(sender(a, to_b))), (yield aio.Spawn(sender(b, to_a)))]
+        at_b = yield aio.Spawn(receiver(b, lambda sock: aio.ReadEvent(sock, 65536), len(to_b)))
+        at_a = yield from receiver(a, WaitsReadable, len(to_a))
+        for task in senders:
+            yield aio.Join(task)
+        return at_a == to_a, (yield aio.Join(at_b)) == to_b
+
+    assert runner.complete(main(), limit=20) == (True, True)
+
+
 TEN_THOUSAND_CLIENTS = """
 import socket, sys
 port, count = int(sys.argv[1]), int(sys.argv[2])

@@ -212,6 +212,7 @@ cdef class IoUringBackend(Backend):
     cdef int submit_now(self) except -1
     cdef int ensure(self, int fd) except -1
     cdef int complete(self, EventLoop loop, aioc_cqe *cqe, bint may_block) except -1
+    cdef uint32_t sparing_ops(self, int fd, uint32_t fault) noexcept
     cdef UringOp *new_op(self, int kind, int fd, object owner) except NULL
     cdef void free_op(self, UringOp *op) noexcept
     cdef int submit_op(self, UringOp *op) except -1

@@ -866,7 +866,10 @@ cdef class EventLoop:
         cdef uint32_t mask
         self.claim_io(fd, writing)
         slot = &self.fds.slots[fd]
-        if (slot.reader_task if writing else slot.writer_task) is not NULL:
+        if (slot.reader_task if writing else slot.writer_task) is not NULL and self.uring is None:
+            # epoll keeps one interest set per fd: it must keep the other
+            # waiter's direction.  io_uring polls each direction apart, and
+            # there the other waiter may wait on a kernel op, not on a poll.
             mask = READABLE | WRITABLE
         else:
             mask = WRITABLE if writing else READABLE

@@ -355,9 +355,25 @@ cdef class IoUringBackend(Backend):
             mask = FAULT
         else:
             mask = <uint32_t>cqe.res & (kind_bit(kind) | FAULT)
+        if mask & FAULT:
+            mask = self.sparing_ops(fd, mask)
         if mask:
             loop.dispatch_io(fd, mask, may_block)
         return 0
+
+    cdef inline uint32_t sparing_ops(self, int fd, uint32_t fault) noexcept:
+        """Whom a fault on ``fd`` wakes: not a waiter whose recv, send or
+        accept the kernel is still doing.  Woken, that waiter would do its I/O
+        again beside the kernel's (a send twice, say); the op's own
+        completion brings it the error."""
+        cdef uint32_t spared = 0
+        cdef UringOp *op = self.ops[2 * fd + KIND_READ]
+        if op is not NULL and not op.orphaned:
+            spared |= READABLE
+        op = self.ops[2 * fd + KIND_WRITE]
+        if op is not NULL and not op.orphaned:
+            spared |= WRITABLE
+        return (READABLE | WRITABLE) & ~spared if spared else fault
 
     cdef int close(self) except -1:
         self.drain_ops()
