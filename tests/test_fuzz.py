@@ -82,13 +82,10 @@ except ImportError:
         raise
     pytest.skip("the compiled loop is not built", allow_module_level=True)
 
-# "pure-queued" is the pure loop with immediate resumption off
-# (_immediate_budget 0), as the compiled loop runs on io_uring.
-MODULES = {"pure": _loop_py, "pure-queued": _loop_py, "compiled": _loop_c}
+MODULES = {"pure": _loop_py, "compiled": _loop_c}
 # Where the compiled loop is built without epoll (AIOC_NO_EPOLL=1), both loops
 # are compared on select alone.  The pure loop has no io_uring: the compiled
-# loop on io_uring is held to the pure loop on its default backend, queuing
-# what completes at once as the io_uring loop does.
+# loop on io_uring is held to the pure loop on its default backend.
 BACKENDS = _loop_c.available_backends()
 PURE_BACKENDS = _loop_py.available_backends()
 Config = tuple[str, str]  # (implementation, backend)
@@ -98,7 +95,7 @@ def reference_of(backend: str) -> Config:
     """The pure loop's configuration that the compiled one on ``backend`` must match."""
     if backend in PURE_BACKENDS:
         return ("pure", backend)
-    return ("pure-queued", PURE_BACKENDS[0])
+    return ("pure", PURE_BACKENDS[0])
 
 
 CONFIGS: tuple[Config, ...] = tuple(
@@ -423,8 +420,6 @@ def run_program(config: Config, program: Program, after: Callable[[World], None]
     impl, backend = config
     aio = MODULES[impl]
     loop = aio.EventLoop(backend=backend)
-    if impl == "pure-queued":
-        loop._immediate_budget = 0
     world = World(aio, loop)
     loop.set_exception_handler(world.on_loop_error)
     stopped = threading.Event()

@@ -5,9 +5,7 @@ The rule, on both loops: when an event's ``_yield`` calls
 ``_yield`` returns, without a trip through the ready queue, for at most
 ``IMMEDIATE_RESUMPTIONS`` times in a row; then, and whenever ``complete`` is
 called anywhere else, the task is queued as ``reschedule`` queues it.
-``Sleep(0)`` still gives way.  The compiled loop on io_uring queues every
-completion instead (``IMMEDIATE_RESUMPTIONS`` 0 there; see
-``EventLoop.__init__``), and these tests hold it to that.
+``Sleep(0)`` still gives way.  The rule holds on every backend.
 """
 
 from __future__ import annotations
@@ -56,11 +54,6 @@ class CompletesThenFails:
         raise AssertionError("never waited")
 
 
-def at_once(loop: Any) -> bool:
-    """Whether this loop resumes a task at once when its event completes in _yield."""
-    return loop.backend != "io_uring"
-
-
 def run_two(loop: Any, runner: Any, first: Any, second: Any) -> None:
     loop.call_soon(first)
     loop.call_soon(second)
@@ -80,10 +73,7 @@ def test_a_completed_event_resumes_before_the_tasks_queued_after_it(aio, loop, r
         yield
 
     run_two(loop, runner, completer(), other())
-    if at_once(loop):
-        assert order == [("completer", "yields"), ("completer", 42), ("other", "runs")]
-    else:
-        assert order == [("completer", "yields"), ("other", "runs"), ("completer", 42)]
+    assert order == [("completer", "yields"), ("completer", 42), ("other", "runs")]
 
 
 def test_sleep_zero_still_gives_way(aio, loop, runner):
@@ -126,7 +116,7 @@ def test_immediate_resumptions_are_bounded(aio, loop, runner):
     runs.append(run)
     # A step of greedy takes one resumption from the ready queue, then
     # IMMEDIATE_RESUMPTIONS at once; then it is queued, and other gets a turn.
-    assert max(runs) == (IMMEDIATE_RESUMPTIONS + 1 if at_once(loop) else 1)
+    assert max(runs) == IMMEDIATE_RESUMPTIONS + 1
     assert [entry for entry in order if entry != "other"] == list(range(3 * IMMEDIATE_RESUMPTIONS))
     assert order.count("other") >= 2
 
@@ -170,10 +160,7 @@ def test_a_send_that_completes_at_once_takes_one_step(aio, loop, runner, socketp
         yield
 
     run_two(loop, runner, sender(), other())
-    if at_once(loop):
-        assert order == [("sent", 4), ("wrote", 4), ("other", "runs")]
-    else:
-        assert order == [("other", "runs"), ("sent", 4), ("wrote", 4)]
+    assert order == [("sent", 4), ("wrote", 4), ("other", "runs")]
     assert b.recv(100) == b"pingpong"
 
 
@@ -192,10 +179,7 @@ def test_spawn_resumes_the_parent_at_once_and_the_child_later(aio, loop, runner)
         order.append("parent joined")
 
     runner.complete(parent())
-    if at_once(loop):
-        assert order == ["parent has the task", "child runs", "parent joined"]
-    else:
-        assert order == ["child runs", "parent has the task", "parent joined"]
+    assert order == ["parent has the task", "child runs", "parent joined"]
 
 
 def test_a_deadline_around_an_event_that_completes_at_once_is_cancelled(aio, loop, runner, socketpair):

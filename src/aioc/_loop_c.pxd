@@ -246,7 +246,6 @@ cdef class EventLoop:
     cdef PyObject *yielding        # the task whose event's _yield runs (borrowed)
     cdef object completed_value    # what loop.complete gave it
     cdef int immediate_left        # immediate resumptions left in this step
-    cdef int immediate_budget      # and at the start of a step (0 on io_uring)
     cdef bint running
     cdef bint stopping
     cdef bint closed

@@ -270,13 +270,8 @@ cdef class EventLoop:
         self.slow_step = SLOW_STEP
         self.io = make_backend(backend)
         self.backend = self.io.name
-        self.immediate_budget = IMMEDIATE_RESUMPTIONS
         if type(self.io) is IoUringBackend:
             self.uring = <IoUringBackend>self.io
-            # Queued, not resumed at once: with the kernel sending, a 4 MiB
-            # TLS exchange both ways lost the order of its records
-            # (tests/test_tls.py), a fault not yet understood.
-            self.immediate_budget = 0
         ring_init(&self.ready)
         self.threadsafe = deque()
         self.close_callbacks = []
@@ -655,7 +650,7 @@ cdef class EventLoop:
     cdef int step(self, Task task, object value) except -1:
         # One step may resume the task several times: each time its event
         # completes at once (loop.complete), up to IMMEDIATE_RESUMPTIONS.
-        self.immediate_left = self.immediate_budget
+        self.immediate_left = IMMEDIATE_RESUMPTIONS
         while self.resume_task(task, value):
             value = self.completed_value
             self.completed_value = None

@@ -229,7 +229,6 @@ class EventLoop:
         self._yielding: Task | None = None
         self._completed_value: Any = None
         self._immediate_left = 0
-        self._immediate_budget = IMMEDIATE_RESUMPTIONS  # per step; 0 queues every completion
         self._running = False
         self._stopping = False
         self._closed = False
@@ -567,7 +566,7 @@ class EventLoop:
     def _step(self, task: Task, value: Any) -> None:
         # One step may resume the task several times: each time its event
         # completes at once (loop.complete), up to IMMEDIATE_RESUMPTIONS.
-        self._immediate_left = self._immediate_budget
+        self._immediate_left = IMMEDIATE_RESUMPTIONS
         while self._resume_task(task, value):
             value, self._completed_value = self._completed_value, None
 
