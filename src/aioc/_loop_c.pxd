@@ -395,6 +395,7 @@ cdef class Queue:
     cdef Py_ssize_t count(self) noexcept
     cdef int push(self, object item) except -1
     cdef object pop(self)
+    cdef object take(self)
     cdef bint is_full(self) noexcept
     cdef int deliver(self, object item) except -1
     cdef int wake_putters(self) except -1

@@ -214,21 +214,16 @@ static PyMethodDef aioc_event_methods[] = {
 
 static PyAsyncMethods aioc_event_async = {aioc_event_iter, NULL, NULL, aioc_event_send};
 
-/* One protocol for every compiled event type: only a base type can keep a
-   freelist, so the hot events cannot inherit it from a common base. */
-static int aioc_make_awaitable(PyObject *type, PyObject *raise_thrown, PyObject *await_shared) {
-    PyTypeObject *t = (PyTypeObject *)type;
+/* Gives a compiled type an awaitable protocol of its own: the iterator and
+   async slots, and the methods that name them for explicit calls (a
+   slot alone is invisible to event.__await__() or coro.send()). */
+static int aioc_install_protocol(PyTypeObject *t, getiterfunc iter, iternextfunc next, PyAsyncMethods *async,
+                                 PyMethodDef *methods) {
     PyMethodDef *def;
-    if (aioc_raise_thrown == NULL) {
-        Py_INCREF(raise_thrown);
-        aioc_raise_thrown = raise_thrown;
-        Py_INCREF(await_shared);
-        aioc_await_shared = await_shared;
-    }
-    t->tp_iter = aioc_event_iter;
-    t->tp_iternext = aioc_event_next;
-    t->tp_as_async = &aioc_event_async;
-    for (def = aioc_event_methods; def->ml_name != NULL; def++) {
+    t->tp_iter = iter;
+    t->tp_iternext = next;
+    t->tp_as_async = async;
+    for (def = methods; def->ml_name != NULL; def++) {
         PyObject *method = PyDescr_NewMethod(t, def);
         int failed = method == NULL || PyDict_SetItemString(t->tp_dict, def->ml_name, method) < 0;
         Py_XDECREF(method);
@@ -236,6 +231,19 @@ static int aioc_make_awaitable(PyObject *type, PyObject *raise_thrown, PyObject 
     }
     PyType_Modified(t);
     return 0;
+}
+
+/* One protocol for every compiled event type: only a base type can keep a
+   freelist, so the hot events cannot inherit it from a common base. */
+static int aioc_make_awaitable(PyObject *type, PyObject *raise_thrown, PyObject *await_shared) {
+    PyTypeObject *t = (PyTypeObject *)type;
+    if (aioc_raise_thrown == NULL) {
+        Py_INCREF(raise_thrown);
+        aioc_raise_thrown = raise_thrown;
+        Py_INCREF(await_shared);
+        aioc_await_shared = await_shared;
+    }
+    return aioc_install_protocol(t, aioc_event_iter, aioc_event_next, &aioc_event_async, aioc_event_methods);
 }
 
 /* -- completed awaitables ------------------------------------------------ */
@@ -298,22 +306,12 @@ static PyAsyncMethods aioc_completed_async = {aioc_completed_iter, NULL, NULL, a
 
 static int aioc_make_completed(PyObject *type) {
     PyTypeObject *t = (PyTypeObject *)type;
-    PyMethodDef *def;
     if (aioc_raise_thrown == NULL) {
         PyErr_SetString(PyExc_SystemError, "the events' awaitable protocol is not installed yet");
         return -1;
     }
-    t->tp_iter = aioc_completed_iter;
-    t->tp_iternext = aioc_completed_next;
-    t->tp_as_async = &aioc_completed_async;
-    for (def = aioc_completed_methods; def->ml_name != NULL; def++) {
-        PyObject *method = PyDescr_NewMethod(t, def);
-        int failed = method == NULL || PyDict_SetItemString(t->tp_dict, def->ml_name, method) < 0;
-        Py_XDECREF(method);
-        if (failed) return -1;
-    }
-    PyType_Modified(t);
-    return 0;
+    return aioc_install_protocol(t, aioc_completed_iter, aioc_completed_next, &aioc_completed_async,
+                                 aioc_completed_methods);
 }
 
 /* -- a failed task's type -------------------------------------------------- */
@@ -400,19 +398,8 @@ static PyAsyncMethods aioc_stream_async = {aioc_stream_iter, NULL, NULL, aioc_st
 
 static int aioc_make_stream_awaitable(PyObject *type, aioc_stream_step_fn step) {
     PyTypeObject *t = (PyTypeObject *)type;
-    PyMethodDef *def;
     aioc_stream_step = step;
-    t->tp_iter = aioc_stream_iter;
-    t->tp_iternext = aioc_stream_next;
-    t->tp_as_async = &aioc_stream_async;
-    for (def = aioc_stream_methods; def->ml_name != NULL; def++) {
-        PyObject *method = PyDescr_NewMethod(t, def);
-        int failed = method == NULL || PyDict_SetItemString(t->tp_dict, def->ml_name, method) < 0;
-        Py_XDECREF(method);
-        if (failed) return -1;
-    }
-    PyType_Modified(t);
-    return 0;
+    return aioc_install_protocol(t, aioc_stream_iter, aioc_stream_next, &aioc_stream_async, aioc_stream_methods);
 }
 
 /* -- stepping coroutines ------------------------------------------------ */

@@ -137,19 +137,20 @@ cdef class Queue:
         """Take an item at once; QueueEmpty if there is none."""
         if self.count() == 0:
             raise QueueEmpty
-        item = self.pop()
-        if self._putters:
-            self.wake_putters()
-        return item
+        return self.take()
 
     def get(self):
         """Take an item, waiting while the queue is empty."""
         if self.count() == 0:
             return get_when_available(self)
+        return completed(self.take())
+
+    cdef inline object take(self):
+        # The oldest item; its room goes to a waiting putter.
         item = self.pop()
         if self._putters:
             self.wake_putters()
-        return completed(item)
+        return item
 
     def _give_item_back(self, item):
         # A getter handed ``item`` was cancelled before it ran: the next
