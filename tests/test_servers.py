@@ -219,6 +219,41 @@ def test_accepting_pauses_at_max_connections(loop, runner):
     assert runner.complete(main()) == (True, b"second\n", 2)
 
 
+def test_a_handler_cancelled_before_its_first_step_gives_its_slot_back(loop, runner):
+    sock = aioc.tcp_listener("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    started = []
+
+    def handler(stream: aioc.Stream) -> Any:
+        started.append(stream.peername)
+        yield from stream.write(b"served\n")
+
+    def cancel_handlers_at_once() -> Any:
+        # Queued before the server, it runs between the server making a
+        # handler's task and that task's first step.
+        while True:
+            for task in loop.tasks():
+                if task.name.startswith("connection from") and not task.done():
+                    task.cancel()
+                    return
+            yield aioc.Sleep(0)
+
+    def main() -> Any:
+        server = yield aioc.Spawn(aioc.serve_tcp(handler, sock=sock, max_connections=1))
+        canceller = yield aioc.Spawn(cancel_handlers_at_once())
+        first = socket.create_connection(("127.0.0.1", port))
+        yield aioc.Join(canceller)
+        first_closed = yield from run_in_thread(closed_by_peer, first)
+        second = yield from aioc.open_tcp("127.0.0.1", port)
+        reply = yield from second.readline()  # served: the cancelled handler's slot came back
+        yield from second.close()
+        first.close()
+        yield from stop(server)
+        return first_closed, reply, len(started)
+
+    assert runner.complete(main()) == (True, b"served\n", 1)
+
+
 def test_port_in_use_raises_and_leaks_no_fd(loop, runner):
     taken = aioc.tcp_listener("127.0.0.1", 0)
     port = taken.getsockname()[1]

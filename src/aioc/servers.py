@@ -316,10 +316,7 @@ class _Connections:
                 # Cancelled again while waiting: the handlers still end first.
                 interruption = interruption or exc
                 continue
-            # A handler cancelled before its first step never ran its own cleanup.
-            conn = self.live.pop(task, None)
-            if conn is not None:
-                conn.close()
+            self.live.pop(task, None)  # its cleanup did; never wait on it twice
         if interruption is not None:
             raise interruption
 
@@ -364,7 +361,9 @@ def _serve(
             conn, address = connections.accepted.pop()
             _no_delay(conn)
             slot = _Slot()
-            task = loop.call_soon(_serve_connection(conn, address, handler, context, handshake_timeout, connections, slot))
+            serving = _serve_connection(conn, address, handler, context, handshake_timeout, connections, slot)
+            next(serving)  # into its try: a cancel before its first step still runs its cleanup
+            task = loop.call_soon(serving)
             slot.task = task
             task.name = f"connection from {_describe(address)}"
             connections.live[task] = conn
@@ -403,6 +402,7 @@ def _serve_connection(
     stream: Stream | None = None
     loop_closing = False
     try:
+        yield  # where _serve starts it, before the loop does
         if context is None:
             stream = new_stream(conn)
         else:
