@@ -928,6 +928,33 @@ def test_half_closed_peer_still_reads_the_reply(aio, loop, runner, tcp_pair, Str
     assert runner.complete(main()) == (b"got 3 lines\n", b"")
 
 
+def test_write_eof_ends_only_the_writing_half(aio, loop, runner, tcp_pair, Stream):
+    client, server = tcp_pair()
+
+    def serve():
+        stream = Stream(server)
+        request = bytearray()
+        while chunk := (yield from stream.read()):  # until the client's end of stream
+            request += chunk
+        yield from stream.write(b"got %d bytes\n" % len(request))
+        yield from stream.close()
+
+    def main():
+        loop.call_soon(serve())
+        stream = Stream(client)
+        yield from stream.write(b"x" * 100_000)
+        yield from stream.write_eof()
+        reply = (yield from stream.readline()), (yield from stream.read())
+        with pytest.raises(BrokenPipeError):
+            yield from stream.write(b"more")
+        yield from stream.close()
+        with pytest.raises(OSError):
+            yield from stream.write_eof()
+        return reply
+
+    assert runner.complete(main()) == (b"got 100000 bytes\n", b"")
+
+
 # -- the TLS hook -------------------------------------------------------------
 
 

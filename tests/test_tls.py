@@ -658,6 +658,32 @@ def test_start_tls_on_both_ends(loop, runner, tcp_pair, server_context, client_c
     assert runner.complete(main()) == [b"> a\n", b"> b\n"]
 
 
+def test_write_eof_over_tls_1_3_lets_the_peer_answer(loop, runner, tcp_pair, server_context, client_context):
+    client, server = tcp_pair()
+
+    def serve() -> Any:
+        stream = yield from tls.start_tls(server, server_context, server_side=True)
+        request = bytearray()
+        while chunk := (yield from stream.read()):  # until close_notify
+            request += chunk
+        yield from stream.write(b"got %d bytes\n" % len(request))
+        yield from stream.close()
+
+    def main() -> Any:
+        server_task = yield aioc.Spawn(serve())
+        stream = yield from tls.start_tls(client, client_context, server_side=False, server_hostname="localhost")
+        yield from stream.write(b"x" * 100_000)
+        yield from stream.write_eof()
+        reply = yield from stream.readline()
+        with pytest.raises(BrokenPipeError):
+            yield from stream.write(b"more")
+        yield from stream.close()
+        yield aioc.Join(server_task)
+        return stream.tls.version(), reply
+
+    assert runner.complete(main()) == ("TLSv1.3", b"got 100000 bytes\n")
+
+
 def test_tls_1_2_sessions_work_too(loop, runner, tcp_pair, server_context, client_context):
     client, server = tcp_pair()
     client_context.maximum_version = ssl.TLSVersion.TLSv1_2

@@ -39,6 +39,8 @@ Writing
     socket's send buffer is full: a peer that never reads stalls its writer
     instead of growing the server's memory.  A write cancelled midway has
     sent an unknown prefix; the connection should then be closed.
+    ``write_eof`` ends the writing half only (a half-close), so a peer that
+    reads until end of stream can answer on the same connection.
 
 The TLS hook
     ``Stream(sock, tls=layer)`` runs the stream over an already-handshaken
@@ -52,8 +54,9 @@ The TLS hook
     - ``layer.send(data) -> None``: returns once all of ``data`` is handed on;
     - ``layer.close() -> None``: close_notify, best effort.
 
-    ``sendfile`` then reads the file and writes through the layer, and
-    ``close`` closes the layer before the socket.  Without a layer the stream
+    ``sendfile`` then reads the file and writes through the layer,
+    ``write_eof`` closes the layer (the socket stays open), and ``close``
+    closes the layer before the socket.  Without a layer the stream
     uses the socket directly: that is the fast path.
 
 The compiled twin
@@ -432,6 +435,21 @@ class Stream:
             yield from self.write(chunk)
             sent += len(chunk)
         return sent
+
+    @types.coroutine
+    def write_eof(self) -> Generator[Any, Any, None]:
+        """End the writing half: the peer reads end of stream after the last
+        byte written.  Reading goes on; a later write raises BrokenPipeError.
+
+        Over TLS it sends close_notify: TLS 1.3 keeps the other half open
+        (the peer may go on writing), while a TLS 1.2 peer ends the session.
+        """
+        if self._closed:
+            raise OSError(errno.EBADF, "the stream is closed")
+        if self._tls is None:
+            self._sock.shutdown(socket.SHUT_WR)
+        else:
+            yield from self._tls.close()
 
     # -- closing ---------------------------------------------------------------
 

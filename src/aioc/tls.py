@@ -52,6 +52,7 @@ and returns an ``aioc.Stream`` that reads and writes through the layer;
 
 from __future__ import annotations
 
+import errno
 import socket
 import ssl
 import types
@@ -264,6 +265,8 @@ class TLSLayer:
     @types.coroutine
     def send(self, data: BytesLike) -> Generator[Any, Any, None]:
         """Encrypt ``data`` and hand all of it to the socket."""
+        if self._closed:
+            raise BrokenPipeError(errno.EPIPE, "the TLS session's sending half is closed")
         view = memoryview(data).cast("B")
         sslobj = self._sslobj
         for start in range(0, len(view), _WRITE_CHUNK):

@@ -185,6 +185,7 @@ cdef class Stream:
     sendfile = _PureStream.sendfile
     _file_descriptor = _PureStream.__dict__["_file_descriptor"]
     _copy_file = _PureStream._copy_file
+    write_eof = _PureStream.write_eof
     close = _PureStream.close
     __aenter__ = _PureStream.__aenter__
     __aexit__ = _PureStream.__aexit__
