@@ -63,7 +63,7 @@ from .events import _DONTWAIT, DEFAULT_READ_SIZE, Event, check_nbytes, timeout_a
 from ._loop import implementation
 from .scopes import ignore_after
 from .streams import Stream
-from .sync import Lock
+from . import sync
 
 __all__ = ["TLSLayer", "start_tls", "handshake", "DEFAULT_HANDSHAKE_TIMEOUT", "CLOSE_TIMEOUT"]
 
@@ -84,8 +84,9 @@ _WRITE_CHUNK = 256 * 1024
 # and SSLObject.read allocates what it is asked for before it shrinks it.
 _RECORD_SIZE = 16 * 1024
 
-# The loop's own SendAll: the compiled loop runs its twin's sends in C.
+# The loop's own SendAll and Lock: the compiled loop runs its twins in C.
 SendAll = implementation.SendAll
+Lock = getattr(implementation, "Lock", sync.Lock)
 
 #: Makes the streams the runtime hands out, as ``aioc.Stream`` does: the
 #: compiled twin when the compiled loop is in use (it reads raw sockets in C).
