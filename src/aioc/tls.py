@@ -253,7 +253,8 @@ class TLSLayer:
             if chunk is None:
                 if total:
                     break  # hand out what is there rather than wait with it
-                yield from self._flush()
+                if self._unsent or self._outgoing.pending:  # _flush's own test, spared a generator
+                    yield from self._flush()
                 yield from self._fill()
                 continue
             if not chunk:
