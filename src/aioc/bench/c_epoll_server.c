@@ -13,7 +13,8 @@
  * Usage: c_epoll_server [LIFETIME_SECONDS]   (default 900; it exits then)
  * Prints "READY <pid> c-epoll <port> <port> <port> <port>" once it listens.
  *
- * Built at run time by `python -m aioc.bench` with `cc -O2`.
+ * Built at run time by `python -m aioc.bench` with `cc -O2`, next to
+ * c_server_common.h, which holds what it shares with c_io_uring_server.c.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -28,16 +29,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define NMODES 4
-#define MAX_REQUEST 65536
 #define MAX_EVENTS 512
 #define ACCEPTS_PER_WAKE 64
-
-static const int body_size[NMODES] = {64, 64, 1024, 16384};
-static const int close_after[NMODES] = {1, 0, 0, 0};
-static char *reply[NMODES];
-static size_t reply_len[NMODES];
-static int listener[NMODES];
 
 struct conn {
     int mode;          /* index into reply[] */
@@ -48,42 +41,9 @@ struct conn {
     int want_out;      /* waiting for writability (reads paused) */
 };
 
-static struct conn *conns;
-static size_t nconns;
+#include "c_server_common.h"
+
 static int ep;
-
-static void die(const char *what) {
-    perror(what);
-    exit(1);
-}
-
-static void build_replies(void) {
-    static const char pattern[] = "0123456789abcdef";
-    for (int m = 0; m < NMODES; m++) {
-        char head[256];
-        int hl = snprintf(head, sizeof head,
-                          "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
-                          "Connection: %s\r\n\r\n",
-                          body_size[m], close_after[m] ? "close" : "keep-alive");
-        reply_len[m] = (size_t)hl + (size_t)body_size[m];
-        reply[m] = malloc(reply_len[m]);
-        if (!reply[m]) die("malloc");
-        memcpy(reply[m], head, (size_t)hl);
-        for (int i = 0; i < body_size[m]; i++) reply[m][hl + i] = pattern[i % 16];
-    }
-}
-
-static struct conn *conn_for(int fd) {
-    if ((size_t)fd >= nconns) {
-        size_t n = nconns ? nconns : 1024;
-        while (n <= (size_t)fd) n *= 2;
-        conns = realloc(conns, n * sizeof *conns);
-        if (!conns) die("realloc");
-        memset(conns + nconns, 0, (n - nconns) * sizeof *conns);
-        nconns = n;
-    }
-    return &conns[fd];
-}
 
 static void set_interest(int fd, unsigned events) {
     struct epoll_event ev = {.events = events, .data.fd = fd};
@@ -108,14 +68,9 @@ static int flush(int fd, struct conn *c) {
             drop(fd);
             return 0;
         }
-        c->off += (size_t)w;
-        if (c->off == reply_len[c->mode]) {
-            c->off = 0;
-            c->pending--;
-            if (close_after[c->mode]) {
-                drop(fd);
-                return 0;
-            }
+        if (reply_sent(c, (size_t)w)) {
+            drop(fd);
+            return 0;
         }
     }
     if (c->want_out) {
@@ -136,25 +91,7 @@ static void on_readable(int fd, struct conn *c) {
         if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) drop(fd);
         return;
     }
-    int match = c->match;
-    for (ssize_t i = 0; i < r; i++) {
-        char ch = buf[i];
-        if (ch == '\r') {
-            match = match == 2 ? 3 : 1;
-        } else if (ch == '\n' && (match == 1 || match == 3)) {
-            if (match == 3) {
-                c->pending++;
-                c->unterminated = 0;
-                match = 0;
-                continue;
-            }
-            match = 2;
-        } else {
-            match = 0;
-        }
-        c->unterminated++;
-    }
-    c->match = match;
+    scan_requests(c, buf, (size_t)r);
     if (c->unterminated > MAX_REQUEST) {
         drop(fd);
         return;
@@ -178,39 +115,17 @@ static void on_acceptable(int lfd, int mode) {
 }
 
 int main(int argc, char **argv) {
-    int lifetime = argc > 1 ? atoi(argv[1]) : 900;
-    signal(SIGPIPE, SIG_IGN);
-    prctl(PR_SET_PDEATHSIG, SIGTERM);
-    alarm(lifetime > 0 ? (unsigned)lifetime : 900u); /* bounded in time whatever happens */
-
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-        rl.rlim_cur = rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl);
-    }
+    start_bounded(argc, argv);
     build_replies();
     ep = epoll_create1(EPOLL_CLOEXEC);
     if (ep < 0) die("epoll_create1");
 
     printf("READY %d c-epoll", (int)getpid());
     for (int m = 0; m < NMODES; m++) {
-        int one = 1;
-        struct sockaddr_in addr;
-        socklen_t len = sizeof addr;
-        int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
-        if (fd < 0) die("socket");
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        memset(&addr, 0, sizeof addr);
-        addr.sin_family = AF_INET;
-        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK); /* 127.0.0.1 only */
-        addr.sin_port = 0;
-        if (bind(fd, (struct sockaddr *)&addr, sizeof addr) < 0) die("bind");
-        if (listen(fd, 4096) < 0) die("listen");
-        if (getsockname(fd, (struct sockaddr *)&addr, &len) < 0) die("getsockname");
-        listener[m] = fd;
-        struct epoll_event ev = {.events = EPOLLIN, .data.fd = fd};
-        if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0) die("epoll_ctl ADD");
-        printf(" %d", ntohs(addr.sin_port));
+        int port = open_listener(m, SOCK_NONBLOCK);
+        struct epoll_event ev = {.events = EPOLLIN, .data.fd = listener[m]};
+        if (epoll_ctl(ep, EPOLL_CTL_ADD, listener[m], &ev) < 0) die("epoll_ctl ADD");
+        printf(" %d", port);
     }
     printf("\n");
     fflush(stdout);

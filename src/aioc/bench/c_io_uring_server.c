@@ -21,7 +21,8 @@
  * If the kernel refuses io_uring (EPERM: disabled by sysctl or a seccomp
  * filter; ENOSYS: not built in) it says so on stderr and exits with status 3.
  *
- * Built at run time by `python -m aioc.bench` with `cc -O2`.
+ * Built at run time by `python -m aioc.bench` with `cc -O2`, next to
+ * c_server_common.h, which holds what it shares with c_epoll_server.c.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -43,8 +44,6 @@
 #error "these kernel headers predate multishot recv (Linux 6.0)"
 #endif
 
-#define NMODES 4
-#define MAX_REQUEST 65536
 #define SQ_ENTRIES 4096
 #define CQ_ENTRIES 16384
 #define NBUFS 1024 /* provided receive buffers: a power of two */
@@ -55,12 +54,6 @@
  * the listener's mode) is above it. */
 enum { OP_ACCEPT = 1, OP_RECV, OP_SEND, OP_CLOSE };
 
-static const int body_size[NMODES] = {64, 64, 1024, 16384};
-static const int close_after[NMODES] = {1, 0, 0, 0};
-static char *reply[NMODES];
-static size_t reply_len[NMODES];
-static int listener[NMODES];
-
 struct conn {
     int mode;
     int match;             /* how much of "\r\n\r\n" the last bytes matched */
@@ -70,8 +63,7 @@ struct conn {
     unsigned char recv_armed, sending, closing;
 };
 
-static struct conn *conns;
-static size_t nconns;
+#include "c_server_common.h"
 
 /* The ring, as mapped from the kernel. */
 static int ring_fd;
@@ -86,11 +78,6 @@ static struct io_uring_buf_ring *buf_ring;
 static char *buf_base;
 static unsigned short buf_local_tail;
 
-static void die(const char *what) {
-    perror(what);
-    exit(1);
-}
-
 static int sys_setup(unsigned entries, struct io_uring_params *p) {
     return (int)syscall(__NR_io_uring_setup, entries, p);
 }
@@ -101,34 +88,6 @@ static int sys_enter(unsigned to_submit, unsigned min_complete, unsigned flags) 
 
 static int sys_register(unsigned opcode, void *arg, unsigned nr) {
     return (int)syscall(__NR_io_uring_register, ring_fd, opcode, arg, nr);
-}
-
-static void build_replies(void) {
-    static const char pattern[] = "0123456789abcdef";
-    for (int m = 0; m < NMODES; m++) {
-        char head[256];
-        int hl = snprintf(head, sizeof head,
-                          "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
-                          "Connection: %s\r\n\r\n",
-                          body_size[m], close_after[m] ? "close" : "keep-alive");
-        reply_len[m] = (size_t)hl + (size_t)body_size[m];
-        reply[m] = malloc(reply_len[m]);
-        if (!reply[m]) die("malloc");
-        memcpy(reply[m], head, (size_t)hl);
-        for (int i = 0; i < body_size[m]; i++) reply[m][hl + i] = pattern[i % 16];
-    }
-}
-
-static struct conn *conn_for(int fd) {
-    if ((size_t)fd >= nconns) {
-        size_t n = nconns ? nconns : 1024;
-        while (n <= (size_t)fd) n *= 2;
-        conns = realloc(conns, n * sizeof *conns);
-        if (!conns) die("realloc");
-        memset(conns + nconns, 0, (n - nconns) * sizeof *conns);
-        nconns = n;
-    }
-    return &conns[fd];
 }
 
 /* -- the ring ------------------------------------------------------------- */
@@ -294,28 +253,6 @@ static void begin_close(int fd, struct conn *c) {
     }
 }
 
-static void parse(struct conn *c, const char *buf, int n) {
-    int match = c->match;
-    for (int i = 0; i < n; i++) {
-        char ch = buf[i];
-        if (ch == '\r') {
-            match = match == 2 ? 3 : 1;
-        } else if (ch == '\n' && (match == 1 || match == 3)) {
-            if (match == 3) {
-                c->pending++;
-                c->unterminated = 0;
-                match = 0;
-                continue;
-            }
-            match = 2;
-        } else {
-            match = 0;
-        }
-        c->unterminated++;
-    }
-    c->match = match;
-}
-
 static void on_accept(int mode, struct io_uring_cqe *cqe) {
     if (!(cqe->flags & IORING_CQE_F_MORE)) arm_accept(mode); /* the multishot ended: re-arm it */
     if (cqe->res < 0) return; /* out of fds, or an aborted connection: the next one may work */
@@ -332,7 +269,7 @@ static void on_recv(int fd, struct io_uring_cqe *cqe) {
     if (!(cqe->flags & IORING_CQE_F_MORE)) c->recv_armed = 0;
     if (cqe->flags & IORING_CQE_F_BUFFER) {
         unsigned short bid = (unsigned short)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
-        if (res > 0 && !c->closing) parse(c, buf_base + (size_t)bid * BUF_SIZE, res);
+        if (res > 0 && !c->closing) scan_requests(c, buf_base + (size_t)bid * BUF_SIZE, (size_t)res);
         recycle_buffer(bid);
     }
     if (c->closing) {
@@ -360,51 +297,24 @@ static void on_send(int fd, struct io_uring_cqe *cqe) {
         begin_close(fd, c);
         return;
     }
-    c->off += (size_t)cqe->res;
-    if (c->off == reply_len[c->mode]) {
-        c->off = 0;
-        c->pending--;
-        if (close_after[c->mode]) {
-            begin_close(fd, c);
-            return;
-        }
+    if (reply_sent(c, (size_t)cqe->res)) {
+        begin_close(fd, c);
+        return;
     }
     if (c->pending) start_send(fd, c);
 }
 
 int main(int argc, char **argv) {
-    int lifetime = argc > 1 ? atoi(argv[1]) : 900;
-    signal(SIGPIPE, SIG_IGN);
-    prctl(PR_SET_PDEATHSIG, SIGTERM);
-    alarm(lifetime > 0 ? (unsigned)lifetime : 900u); /* bounded in time whatever happens */
-
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-        rl.rlim_cur = rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl);
-    }
+    start_bounded(argc, argv);
     build_replies();
     ring_setup();
     buffers_setup();
 
     printf("READY %d c-io_uring", (int)getpid());
     for (int m = 0; m < NMODES; m++) {
-        int one = 1;
-        struct sockaddr_in addr;
-        socklen_t len = sizeof addr;
-        int fd = socket(AF_INET, SOCK_STREAM, 0);
-        if (fd < 0) die("socket");
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        memset(&addr, 0, sizeof addr);
-        addr.sin_family = AF_INET;
-        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK); /* 127.0.0.1 only */
-        addr.sin_port = 0;
-        if (bind(fd, (struct sockaddr *)&addr, sizeof addr) < 0) die("bind");
-        if (listen(fd, 4096) < 0) die("listen");
-        if (getsockname(fd, (struct sockaddr *)&addr, &len) < 0) die("getsockname");
-        listener[m] = fd;
+        int port = open_listener(m, 0);
         arm_accept(m);
-        printf(" %d", ntohs(addr.sin_port));
+        printf(" %d", port);
     }
     printf("\n");
     fflush(stdout);

@@ -12,7 +12,8 @@ command per line on stdin (``run``, ``hold``, ``release``, ``exit``) and
 answers each with one JSON line on stdout.  ``hold`` opens idle keep-alive
 connections (each completes one request first, so the server has really
 accepted it) and keeps them open until ``release``.  A ``run`` with
-``tls_cafile`` goes to the TLS client of :mod:`aioc.bench.tlsload`.
+``tls_cafile`` goes to the TLS client of :mod:`aioc.bench.tlsload`, which
+counts with the same :class:`RunCounts`.
 """
 
 from __future__ import annotations
@@ -47,17 +48,31 @@ class BadReply(Exception):
     """The server's reply was not the fixed reply."""
 
 
-class _Run:
-    """The shared state of one run's client coroutines."""
+def check_run(connections: int, window: float) -> None:
+    """Refuse a run that could count nothing."""
+    if connections < 1:
+        raise ValueError("connections must be at least 1")
+    if window <= 0:
+        raise ValueError("window must be positive")
+
+
+class RunCounts:
+    """What one run counts and measures, whichever client drives it.
+
+    The warm-up, the window and the stop; completions, errors and latencies
+    inside the window; the CPU and run-queue times at its two edges; and the
+    result dict built from them.  A client subclasses it to learn of the stop
+    (:meth:`_on_stop`).  Nothing here locks: threads share it under a lock of
+    their own.
+    """
 
     __slots__ = (
-        "loop", "phase", "completed", "errors", "error_kinds", "latencies", "max_requests",
+        "phase", "completed", "errors", "error_kinds", "latencies", "max_requests",
         "max_errors", "stop_reason", "server_pid", "t_start", "t_end", "server_before",
         "server_after", "client_before", "client_after", "waits_before", "waits_after",
     )
 
-    def __init__(self, loop: Any, server_pid: int | None, max_requests: int, max_errors: int) -> None:
-        self.loop = loop
+    def __init__(self, server_pid: int | None, max_requests: int, max_errors: int) -> None:
         self.phase = WARMUP
         self.completed = 0
         self.errors = 0
@@ -68,11 +83,13 @@ class _Run:
         self.stop_reason = "window"
         self.server_pid = server_pid
         self.t_start = self.t_end = 0.0
-        self.server_before = self.server_after = None
+        self.server_before: Any = None
+        self.server_after: Any = None
         self.client_before = self.client_after = 0.0
-        self.waits_before = self.waits_after = (None, None)
+        self.waits_before: tuple[float | None, float | None] = (None, None)
+        self.waits_after: tuple[float | None, float | None] = (None, None)
 
-    def _server_times(self):
+    def _server_times(self) -> Any:
         if self.server_pid is None:
             return None
         try:
@@ -102,7 +119,10 @@ class _Run:
         if reason:
             self.stop_reason = reason
         self.phase = STOP
-        self.loop.stop()
+        self._on_stop()
+
+    def _on_stop(self) -> None:
+        """The run has just stopped: wake whatever drives the clients."""
 
     def record(self, latency: float) -> None:
         """Count a completed request (or connection) if it ended in the window."""
@@ -121,6 +141,46 @@ class _Run:
         self.error_kinds[type(exc).__name__] += 1
         if self.errors >= self.max_errors:
             self.stop("max_errors")
+
+    def result(self, port: int, mode: str, connections: int, warmup: float, window: float,
+               client_loop: str) -> dict:
+        """The run's figures, in the format the orchestrator reads."""
+        duration = self.t_end - self.t_start if self.t_end else 0.0
+        result: dict[str, Any] = {
+            "port": port,
+            "mode": mode,
+            "connections": connections,
+            "warmup_s": warmup,
+            "window_s": window,
+            "duration_s": duration,
+            "completed": self.completed,
+            "errors": self.errors,
+            "error_kinds": dict(self.error_kinds),
+            "stop_reason": self.stop_reason,
+            "rate": self.completed / duration if duration > 0 else 0.0,
+            "client_cpu_s": self.client_after - self.client_before,
+            "client_loop": client_loop,
+        }
+        result.update(latency_summary(self.latencies))
+        for key, before, after in zip(("server_wait_s", "client_wait_s"), self.waits_before, self.waits_after):
+            result[key] = after - before if before is not None and after is not None else None
+        if self.server_before is not None and self.server_after is not None:
+            user, system, total = split_cpu(self.server_after - self.server_before)
+            result.update(server_user_s=user, server_sys_s=system, server_cpu_s=total)
+        return result
+
+
+class _Run(RunCounts):
+    """The shared state of one run's client coroutines: the stop stops their loop."""
+
+    __slots__ = ("loop",)
+
+    def __init__(self, loop: Any, server_pid: int | None, max_requests: int, max_errors: int) -> None:
+        super().__init__(server_pid, max_requests, max_errors)
+        self.loop = loop
+
+    def _on_stop(self) -> None:
+        self.loop.stop()
 
 
 def _connect_socket(nodelay: bool = True) -> socket.socket:
@@ -235,10 +295,7 @@ def run_load(
     run ends at the end of the window, or early after ``max_requests``
     completions or ``max_errors`` errors (``stop_reason`` says which).
     """
-    if connections < 1:
-        raise ValueError("connections must be at least 1")
-    if window <= 0:
-        raise ValueError("window must be positive")
+    check_run(connections, window)
     close = protocol.closes(mode)
     expected = protocol.reply_for(mode) if reply is None else reply
     request = protocol.REQUEST_CLOSE if close else protocol.REQUEST
@@ -258,29 +315,7 @@ def run_load(
         if run.phase != STOP:  # interrupted
             run.stop("interrupted")
         loop.close()
-    duration = run.t_end - run.t_start if run.t_end else 0.0
-    result: dict[str, Any] = {
-        "port": port,
-        "mode": mode,
-        "connections": connections,
-        "warmup_s": warmup,
-        "window_s": window,
-        "duration_s": duration,
-        "completed": run.completed,
-        "errors": run.errors,
-        "error_kinds": dict(run.error_kinds),
-        "stop_reason": run.stop_reason,
-        "rate": run.completed / duration if duration > 0 else 0.0,
-        "client_cpu_s": run.client_after - run.client_before,
-        "client_loop": f"aioc-{aioc.IMPLEMENTATION}-{loop.backend}",
-    }
-    result.update(latency_summary(run.latencies))
-    for key, before, after in zip(("server_wait_s", "client_wait_s"), run.waits_before, run.waits_after):
-        result[key] = after - before if before is not None and after is not None else None
-    if run.server_before is not None and run.server_after is not None:
-        user, system, total = split_cpu(run.server_after - run.server_before)
-        result.update(server_user_s=user, server_sys_s=system, server_cpu_s=total)
-    return result
+    return run.result(port, mode, connections, warmup, window, f"aioc-{aioc.IMPLEMENTATION}-{loop.backend}")
 
 
 def hold_connections(port: int, count: int, *, mode: str = "ka64", concurrency: int = 100,

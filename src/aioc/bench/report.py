@@ -66,12 +66,15 @@ def header(machine: dict, config: dict, client_loop: str | None) -> list[str]:
     return lines
 
 
-def net_table(entry: dict, contenders: list[Any]) -> list[str]:
+def _title(entry: dict) -> str:
     unit = entry["unit"]
-    base = entry.get("baseline") or "aioc"
-    headers = ["contender", f"{unit} med", "min-max", "p50 ms", "p99 ms", "errors",
-               "user us", "sys us", "cpu us", "srv%", "cli%", "wait%", "x aioc", "x C", "cpu xC"]
-    align = "<>>>>>>>>>>>>>>"
+    if not entry.get("baseline"):
+        return f"{entry['label']}  [{unit}; no aioc baseline in this run]"
+    return f"{entry['label']}  [{unit}; x aioc = ratio to {entry['baseline']}]"
+
+
+def _rows(entry: dict, contenders: list[Any], row) -> list[list[str]]:
+    """A row per contender that ran: ``row(name, cell)`` for a measured one, else its status and reason."""
     rows = []
     for c in contenders:
         cell = entry["cells"].get(c.name)
@@ -79,48 +82,48 @@ def net_table(entry: dict, contenders: list[Any]) -> list[str]:
             continue
         if cell["status"] != "ok":
             rows.append([c.name, f"{cell['status']}: {cell.get('reason') or ''}"])
-            continue
-        name = c.name + ("*" if cell.get("client_bound") else "")
-        rows.append([
+        else:
+            rows.append(row(c.name, cell))
+    return rows
+
+
+def net_table(entry: dict, contenders: list[Any]) -> list[str]:
+    unit = entry["unit"]
+    headers = ["contender", f"{unit} med", "min-max", "p50 ms", "p99 ms", "errors",
+               "user us", "sys us", "cpu us", "srv%", "cli%", "wait%", "x aioc", "x C", "cpu xC"]
+    align = "<>>>>>>>>>>>>>>"
+
+    def row(name: str, cell: dict) -> list[str]:
+        name += "*" if cell.get("client_bound") else ""
+        return [
             name, _num(cell.get("rate")), _range(cell.get("rate_min"), cell.get("rate_max")),
             _num(cell.get("p50_ms"), ".2f"), _num(cell.get("p99_ms"), ".2f"), str(cell.get("errors", 0)),
             _num(cell.get("user_us_per_op"), ".1f"), _num(cell.get("sys_us_per_op"), ".1f"),
             _num(cell.get("cpu_us_per_op"), ".1f"), _pct(cell.get("server_busy")), _pct(cell.get("client_busy")),
             _pct(cell.get("wait")), _ratio(cell.get("vs_baseline")), _ratio(cell.get("vs_c")),
             _ratio(cell.get("cpu_vs_c")),
-        ])
-    title = f"{entry['label']}  [{unit}; x aioc = ratio to {base}]"
-    if not entry.get("baseline"):
-        title = f"{entry['label']}  [{unit}; no aioc baseline in this run]"
-    return [title] + _table(headers, rows, align)
+        ]
+
+    return [_title(entry)] + _table(headers, _rows(entry, contenders, row), align)
 
 
 def sched_table(entry: dict, contenders: list[Any]) -> list[str]:
     unit = entry["unit"]
-    base = entry.get("baseline") or "aioc"
     timers = any("late_p50_ms" in cell for cell in entry["cells"].values())
     headers = ["contender", f"{unit} med", "min-max", "cpu us/op", "wait%", "x aioc"]
     align = "<>>>>>"
     if timers:
         headers += ["late p50 ms", "late p99 ms"]
         align += ">>"
-    rows = []
-    for c in contenders:
-        cell = entry["cells"].get(c.name)
-        if cell is None:
-            continue
-        if cell["status"] != "ok":
-            rows.append([c.name, f"{cell['status']}: {cell.get('reason') or ''}"])
-            continue
-        row = [c.name, _num(cell.get("rate")), _range(cell.get("rate_min"), cell.get("rate_max")),
-               _num(cell.get("cpu_us_per_op"), ".2f"), _pct(cell.get("wait")), _ratio(cell.get("vs_baseline"))]
+
+    def row(name: str, cell: dict) -> list[str]:
+        cells = [name, _num(cell.get("rate")), _range(cell.get("rate_min"), cell.get("rate_max")),
+                 _num(cell.get("cpu_us_per_op"), ".2f"), _pct(cell.get("wait")), _ratio(cell.get("vs_baseline"))]
         if timers:
-            row += [_num(cell.get("late_p50_ms"), ".1f"), _num(cell.get("late_p99_ms"), ".1f")]
-        rows.append(row)
-    title = f"{entry['label']}  [{unit}; x aioc = ratio to {base}]"
-    if not entry.get("baseline"):
-        title = f"{entry['label']}  [{unit}; no aioc baseline in this run]"
-    return [title] + _table(headers, rows, align)
+            cells += [_num(cell.get("late_p50_ms"), ".1f"), _num(cell.get("late_p99_ms"), ".1f")]
+        return cells
+
+    return [_title(entry)] + _table(headers, _rows(entry, contenders, row), align)
 
 
 def idle_table(series: dict, contenders: list[Any]) -> list[str]:

@@ -47,13 +47,9 @@ FULL_SIZES = {"switch": {"tasks": 100, "count": 20_000}, "spawn": {"count": 200_
 
 def scaled(scale: float) -> dict[str, dict]:
     """The workload sizes at ``scale`` times the full counts (at least 1)."""
-    return {
-        "switch": {"tasks": 100, "count": max(1, round(20_000 * scale))},
-        "spawn": {"count": max(1, round(200_000 * scale))},
-        "timers": {"count": max(1, round(100_000 * scale)), "max_delay": 0.05},
-        "queue": {"count": max(1, round(1_000_000 * scale)), "maxsize": 100},
-        "lock": {"count": max(1, round(1_000_000 * scale))},
-    }
+    return {workload: {name: max(1, round(value * scale)) if name == "count" else value
+                       for name, value in sizes.items()}
+            for workload, sizes in FULL_SIZES.items()}
 
 
 QUICK_SIZES = scaled(0.05)
@@ -191,385 +187,312 @@ def aioc_lock(backend: str, count: int) -> dict:
     return {"ops": done[0], "expected": count, "elapsed_s": elapsed}
 
 
-# -- asyncio and uvloop -----------------------------------------------------------
+AIOC_WORKLOADS = {"switch": aioc_switch, "spawn": aioc_spawn, "timers": aioc_timers, "queue": aioc_queue,
+                  "lock": aioc_lock}
 
 
-def _asyncio_loop(name: str):
-    import asyncio
-
-    if name == "uvloop":
-        import uvloop
-
-        return uvloop.new_event_loop()
-    return asyncio.new_event_loop()
-
-
-def _run_asyncio(name: str, main) -> float:
-    """Run ``main`` (it returns its elapsed seconds) on a fresh loop of ``name``."""
-    loop = _asyncio_loop(name)
-    try:
-        return loop.run_until_complete(main)
-    finally:
-        loop.close()
+# -- the async/await libraries ----------------------------------------------------
+#
+# asyncio (and uvloop), curio and trio run switch, queue and lock the same way
+# and differ only in a handful of idioms: how a main runs, how a set of tasks
+# runs to completion, how a queue and a lock are made.  Each library below
+# names its idioms once; the shared workloads bind them (sleep, put, get,
+# acquire, release) to locals before their timed loops, which therefore stay
+# what each library's own code would be.  Spawning is the one thing the
+# libraries do differently at heart, so spawn and timers stay each library's own.
 
 
-def asyncio_switch(name: str, tasks: int, count: int) -> dict:
-    import asyncio
+class _AsyncLibrary:
+    """The workloads in one async/await library's idioms."""
 
-    done = [0]
+    #: Whether the lock's release is a coroutine (curio's), to be awaited.
+    release_awaits = False
 
-    async def switcher(n):
-        sleep = asyncio.sleep
-        for _ in range(n):
-            await sleep(0)
-        done[0] += n
+    def __init__(self, lib) -> None:
+        #: The library's module: asyncio, curio or trio.
+        self.lib = lib
+        self.sleep = lib.sleep
 
-    async def main():
-        start = time.perf_counter()
-        await asyncio.gather(*[switcher(count) for _ in range(tasks)])
-        return time.perf_counter() - start
+    def run(self, main) -> float:
+        """Run the coroutine function ``main`` (it returns its elapsed seconds)."""
+        raise NotImplementedError
 
-    elapsed = _run_asyncio(name, main())
-    return {"ops": done[0], "expected": tasks * count, "elapsed_s": elapsed}
+    async def run_all(self, calls) -> None:
+        """Run ``(function, args)`` tasks concurrently until all are done."""
+        raise NotImplementedError
+
+    def new_queue(self, maxsize: int):
+        """A queue of ``maxsize`` items, as its ``(put, get)`` pair."""
+        queue = self.lib.Queue(maxsize)
+        return queue.put, queue.get
+
+    def new_lock(self):
+        """A fresh, uncontended lock."""
+        return self.lib.Lock()
+
+    def switch(self, tasks: int, count: int) -> dict:
+        done = [0]
+
+        async def switcher(n):
+            sleep = self.sleep
+            for _ in range(n):
+                await sleep(0)
+            done[0] += n
+
+        async def main():
+            start = time.perf_counter()
+            await self.run_all([(switcher, (count,))] * tasks)
+            return time.perf_counter() - start
+
+        elapsed = self.run(main)
+        return {"ops": done[0], "expected": tasks * count, "elapsed_s": elapsed}
+
+    def queue(self, count: int, maxsize: int) -> dict:
+        received = [0]
+
+        async def main():
+            put_item, get_item = self.new_queue(maxsize)
+
+            async def producer():
+                put = put_item  # a local in the loop, not a closure cell
+                for i in range(count):
+                    await put(i)
+
+            async def consumer():
+                get = get_item
+                for _ in range(count):
+                    await get()
+                received[0] = count
+
+            start = time.perf_counter()
+            await self.run_all([(producer, ()), (consumer, ())])
+            return time.perf_counter() - start
+
+        elapsed = self.run(main)
+        return {"ops": received[0], "expected": count, "elapsed_s": elapsed}
+
+    def lock(self, count: int) -> dict:
+        done = [0]
+
+        async def main():
+            lock = self.new_lock()
+            acquire, release = lock.acquire, lock.release
+            start = time.perf_counter()
+            if self.release_awaits:
+                for _ in range(count):
+                    await acquire()
+                    await release()
+            else:
+                for _ in range(count):
+                    await acquire()
+                    release()
+            done[0] = count
+            return time.perf_counter() - start
+
+        elapsed = self.run(main)
+        return {"ops": done[0], "expected": count, "elapsed_s": elapsed}
 
 
-def asyncio_spawn(name: str, count: int) -> dict:
-    import asyncio
+class _Asyncio(_AsyncLibrary):
+    """asyncio on its own loop or on uvloop's: tasks are ``create_task``-ed."""
 
-    done = [0]
+    def __init__(self, name: str) -> None:
+        import asyncio
 
-    async def main():
-        loop = asyncio.get_running_loop()
-        finished = loop.create_future()
+        super().__init__(asyncio)
+        self.name = name
 
-        async def trivial():
-            done[0] += 1
-            if done[0] == count:
-                finished.set_result(None)
+    def run(self, main) -> float:
+        if self.name == "uvloop":
+            import uvloop
 
-        start = time.perf_counter()
-        create_task = loop.create_task
-        for _ in range(count):
-            create_task(trivial())
-        await finished
-        return time.perf_counter() - start
+            loop = uvloop.new_event_loop()
+        else:
+            loop = self.lib.new_event_loop()
+        try:
+            return loop.run_until_complete(main())
+        finally:
+            loop.close()
 
-    elapsed = _run_asyncio(name, main())
-    return {"ops": done[0], "expected": count, "elapsed_s": elapsed}
+    async def run_all(self, calls) -> None:
+        await self.lib.gather(*[function(*args) for function, args in calls])
 
+    def spawn(self, count: int) -> dict:
+        done = [0]
 
-def asyncio_timers(name: str, count: int, max_delay: float) -> dict:
-    import asyncio
+        async def main():
+            loop = self.lib.get_running_loop()
+            finished = loop.create_future()
 
-    late: list[float] = []
-    monotonic = time.monotonic
+            async def trivial():
+                done[0] += 1
+                if done[0] == count:
+                    finished.set_result(None)
 
-    async def main():
-        loop = asyncio.get_running_loop()
-        finished = loop.create_future()
-
-        async def sleeper(delay):
-            deadline = monotonic() + delay
-            await asyncio.sleep(delay)
-            late.append(monotonic() - deadline)
-            if len(late) == count:
-                finished.set_result(None)
-
-        start = time.perf_counter()
-        create_task = loop.create_task
-        for delay in delays(count, max_delay):
-            create_task(sleeper(delay))
-        await finished
-        return time.perf_counter() - start
-
-    elapsed = _run_asyncio(name, main())
-    return {"ops": len(late), "expected": count, "elapsed_s": elapsed, "lateness": late}
-
-
-def asyncio_queue(name: str, count: int, maxsize: int) -> dict:
-    import asyncio
-
-    received = [0]
-
-    async def main():
-        queue: asyncio.Queue[int] = asyncio.Queue(maxsize)
-
-        async def producer():
-            put = queue.put
-            for i in range(count):
-                await put(i)
-
-        async def consumer():
-            get = queue.get
+            start = time.perf_counter()
+            create_task = loop.create_task
             for _ in range(count):
-                await get()
-            received[0] = count
+                create_task(trivial())
+            await finished
+            return time.perf_counter() - start
 
-        start = time.perf_counter()
-        await asyncio.gather(producer(), consumer())
-        return time.perf_counter() - start
+        elapsed = self.run(main)
+        return {"ops": done[0], "expected": count, "elapsed_s": elapsed}
 
-    elapsed = _run_asyncio(name, main())
-    return {"ops": received[0], "expected": count, "elapsed_s": elapsed}
+    def timers(self, count: int, max_delay: float) -> dict:
+        late: list[float] = []
+        monotonic = time.monotonic
 
+        async def main():
+            loop = self.lib.get_running_loop()
+            finished = loop.create_future()
 
-def asyncio_lock(name: str, count: int) -> dict:
-    import asyncio
+            async def sleeper(delay):
+                deadline = monotonic() + delay
+                await self.sleep(delay)
+                late.append(monotonic() - deadline)
+                if len(late) == count:
+                    finished.set_result(None)
 
-    done = [0]
-
-    async def main():
-        lock = asyncio.Lock()
-        acquire, release = lock.acquire, lock.release
-        start = time.perf_counter()
-        for _ in range(count):
-            await acquire()
-            release()
-        done[0] = count
-        return time.perf_counter() - start
-
-    elapsed = _run_asyncio(name, main())
-    return {"ops": done[0], "expected": count, "elapsed_s": elapsed}
-
-
-# -- curio -------------------------------------------------------------------------
-
-
-def curio_switch(tasks: int, count: int) -> dict:
-    import curio
-
-    done = [0]
-
-    async def switcher(n):
-        sleep = curio.sleep
-        for _ in range(n):
-            await sleep(0)
-        done[0] += n
-
-    async def main():
-        start = time.perf_counter()
-        async with curio.TaskGroup() as group:
-            for _ in range(tasks):
-                await group.spawn(switcher, count)
-        return time.perf_counter() - start
-
-    elapsed = curio.run(main)
-    return {"ops": done[0], "expected": tasks * count, "elapsed_s": elapsed}
-
-
-def curio_spawn(count: int) -> dict:
-    import curio
-
-    done = [0]
-
-    async def main():
-        finished = curio.Event()
-
-        async def trivial():
-            done[0] += 1
-            if done[0] == count:
-                await finished.set()
-
-        start = time.perf_counter()
-        spawn = curio.spawn
-        for _ in range(count):
-            await spawn(trivial, daemon=True)  # fire and forget, as call_soon and create_task
-        await finished.wait()
-        return time.perf_counter() - start
-
-    elapsed = curio.run(main)
-    return {"ops": done[0], "expected": count, "elapsed_s": elapsed}
-
-
-def curio_timers(count: int, max_delay: float) -> dict:
-    import curio
-
-    late: list[float] = []
-    monotonic = time.monotonic
-
-    async def main():
-        finished = curio.Event()
-
-        async def sleeper(delay):
-            deadline = monotonic() + delay
-            await curio.sleep(delay)
-            late.append(monotonic() - deadline)
-            if len(late) == count:
-                await finished.set()
-
-        start = time.perf_counter()
-        spawn = curio.spawn
-        for delay in delays(count, max_delay):
-            await spawn(sleeper, delay, daemon=True)
-        await finished.wait()
-        return time.perf_counter() - start
-
-    elapsed = curio.run(main)
-    return {"ops": len(late), "expected": count, "elapsed_s": elapsed, "lateness": late}
-
-
-def curio_queue(count: int, maxsize: int) -> dict:
-    import curio
-
-    received = [0]
-
-    async def main():
-        queue = curio.Queue(maxsize)
-
-        async def producer():
-            put = queue.put
-            for i in range(count):
-                await put(i)
-
-        async def consumer():
-            get = queue.get
-            for _ in range(count):
-                await get()
-            received[0] = count
-
-        start = time.perf_counter()
-        async with curio.TaskGroup() as group:
-            await group.spawn(producer)
-            await group.spawn(consumer)
-        return time.perf_counter() - start
-
-    elapsed = curio.run(main)
-    return {"ops": received[0], "expected": count, "elapsed_s": elapsed}
-
-
-def curio_lock(count: int) -> dict:
-    import curio
-
-    done = [0]
-
-    async def main():
-        lock = curio.Lock()
-        acquire, release = lock.acquire, lock.release
-        start = time.perf_counter()
-        for _ in range(count):
-            await acquire()
-            await release()  # curio's release is a coroutine
-        done[0] = count
-        return time.perf_counter() - start
-
-    elapsed = curio.run(main)
-    return {"ops": done[0], "expected": count, "elapsed_s": elapsed}
-
-
-# -- trio ----------------------------------------------------------------------------
-
-
-def trio_switch(tasks: int, count: int) -> dict:
-    import trio
-
-    done = [0]
-
-    async def switcher(n):
-        sleep = trio.sleep
-        for _ in range(n):
-            await sleep(0)
-        done[0] += n
-
-    async def main():
-        start = time.perf_counter()
-        async with trio.open_nursery() as nursery:
-            for _ in range(tasks):
-                nursery.start_soon(switcher, count)
-        return time.perf_counter() - start
-
-    elapsed = trio.run(main)
-    return {"ops": done[0], "expected": tasks * count, "elapsed_s": elapsed}
-
-
-def trio_spawn(count: int) -> dict:
-    import trio
-
-    done = [0]
-
-    async def trivial():
-        done[0] += 1
-
-    async def main():
-        start = time.perf_counter()
-        async with trio.open_nursery() as nursery:  # trio's only way to spawn: the nursery waits for all
-            start_soon = nursery.start_soon
-            for _ in range(count):
-                start_soon(trivial)
-        return time.perf_counter() - start
-
-    elapsed = trio.run(main)
-    return {"ops": done[0], "expected": count, "elapsed_s": elapsed}
-
-
-def trio_timers(count: int, max_delay: float) -> dict:
-    import trio
-
-    late: list[float] = []
-    monotonic = time.monotonic
-
-    async def sleeper(delay):
-        deadline = monotonic() + delay
-        await trio.sleep(delay)
-        late.append(monotonic() - deadline)
-
-    async def main():
-        start = time.perf_counter()
-        async with trio.open_nursery() as nursery:
+            start = time.perf_counter()
+            create_task = loop.create_task
             for delay in delays(count, max_delay):
-                nursery.start_soon(sleeper, delay)
-        return time.perf_counter() - start
+                create_task(sleeper(delay))
+            await finished
+            return time.perf_counter() - start
 
-    elapsed = trio.run(main)
-    return {"ops": len(late), "expected": count, "elapsed_s": elapsed, "lateness": late}
+        elapsed = self.run(main)
+        return {"ops": len(late), "expected": count, "elapsed_s": elapsed, "lateness": late}
 
 
-def trio_queue(count: int, maxsize: int) -> dict:
-    import trio
+class _Curio(_AsyncLibrary):
+    """curio: tasks are spawned into a ``TaskGroup``, or as daemons to fire and forget."""
 
-    received = [0]
+    release_awaits = True
 
-    async def main():
-        # trio has no queue object: a memory channel of the same capacity is its queue.
-        send_channel, receive_channel = trio.open_memory_channel(maxsize)
+    def __init__(self) -> None:
+        import curio
 
-        async def producer():
-            send = send_channel.send
-            for i in range(count):
-                await send(i)
+        super().__init__(curio)
 
-        async def consumer():
-            receive = receive_channel.receive
+    def run(self, main) -> float:
+        return self.lib.run(main)
+
+    async def run_all(self, calls) -> None:
+        async with self.lib.TaskGroup() as group:
+            for function, args in calls:
+                await group.spawn(function, *args)
+
+    def spawn(self, count: int) -> dict:
+        done = [0]
+
+        async def main():
+            finished = self.lib.Event()
+
+            async def trivial():
+                done[0] += 1
+                if done[0] == count:
+                    await finished.set()
+
+            start = time.perf_counter()
+            spawn = self.lib.spawn
             for _ in range(count):
-                await receive()
-            received[0] = count
+                await spawn(trivial, daemon=True)  # fire and forget, as call_soon and create_task
+            await finished.wait()
+            return time.perf_counter() - start
 
-        start = time.perf_counter()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(producer)
-            nursery.start_soon(consumer)
-        return time.perf_counter() - start
+        elapsed = self.run(main)
+        return {"ops": done[0], "expected": count, "elapsed_s": elapsed}
 
-    elapsed = trio.run(main)
-    return {"ops": received[0], "expected": count, "elapsed_s": elapsed}
+    def timers(self, count: int, max_delay: float) -> dict:
+        late: list[float] = []
+        monotonic = time.monotonic
+
+        async def main():
+            finished = self.lib.Event()
+
+            async def sleeper(delay):
+                deadline = monotonic() + delay
+                await self.sleep(delay)
+                late.append(monotonic() - deadline)
+                if len(late) == count:
+                    await finished.set()
+
+            start = time.perf_counter()
+            spawn = self.lib.spawn
+            for delay in delays(count, max_delay):
+                await spawn(sleeper, delay, daemon=True)
+            await finished.wait()
+            return time.perf_counter() - start
+
+        elapsed = self.run(main)
+        return {"ops": len(late), "expected": count, "elapsed_s": elapsed, "lateness": late}
 
 
-def trio_lock(count: int) -> dict:
-    import trio
+class _Trio(_AsyncLibrary):
+    """trio: every task is ``start_soon``-ed into a nursery, which waits for them all."""
 
-    done = [0]
+    def __init__(self) -> None:
+        import trio
 
-    async def main():
-        lock = trio.Lock()
-        acquire, release = lock.acquire, lock.release
-        start = time.perf_counter()
-        for _ in range(count):
-            await acquire()
-            release()
-        done[0] = count
-        return time.perf_counter() - start
+        super().__init__(trio)
 
-    elapsed = trio.run(main)
-    return {"ops": done[0], "expected": count, "elapsed_s": elapsed}
+    def run(self, main) -> float:
+        return self.lib.run(main)
+
+    async def run_all(self, calls) -> None:
+        async with self.lib.open_nursery() as nursery:
+            for function, args in calls:
+                nursery.start_soon(function, *args)
+
+    def new_queue(self, maxsize: int):
+        # trio has no queue object: a memory channel of the same capacity is its queue.
+        send_channel, receive_channel = self.lib.open_memory_channel(maxsize)
+        return send_channel.send, receive_channel.receive
+
+    def spawn(self, count: int) -> dict:
+        done = [0]
+
+        async def trivial():
+            done[0] += 1
+
+        async def main():
+            start = time.perf_counter()
+            async with self.lib.open_nursery() as nursery:  # trio's only way to spawn: the nursery waits for all
+                start_soon = nursery.start_soon
+                for _ in range(count):
+                    start_soon(trivial)
+            return time.perf_counter() - start
+
+        elapsed = self.run(main)
+        return {"ops": done[0], "expected": count, "elapsed_s": elapsed}
+
+    def timers(self, count: int, max_delay: float) -> dict:
+        late: list[float] = []
+        monotonic = time.monotonic
+
+        async def sleeper(delay):
+            deadline = monotonic() + delay
+            await self.sleep(delay)
+            late.append(monotonic() - deadline)
+
+        async def main():
+            start = time.perf_counter()
+            async with self.lib.open_nursery() as nursery:
+                for delay in delays(count, max_delay):
+                    nursery.start_soon(sleeper, delay)
+            return time.perf_counter() - start
+
+        elapsed = self.run(main)
+        return {"ops": len(late), "expected": count, "elapsed_s": elapsed, "lateness": late}
+
+
+def _async_library(name: str) -> _AsyncLibrary:
+    if name == "curio":
+        return _Curio()
+    if name == "trio":
+        return _Trio()
+    return _Asyncio(name)
 
 
 def _run_delay() -> float | None:
@@ -589,26 +512,12 @@ def run(loop_name: str, workload: str, *, backend: str = "epoll", **sizes) -> di
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     wait0 = _run_delay()
     if loop_name == "aioc":
-        func = {"switch": aioc_switch, "spawn": aioc_spawn, "timers": aioc_timers, "queue": aioc_queue,
-                "lock": aioc_lock}[workload]
-        result = func(backend, **sizes)
+        result = AIOC_WORKLOADS[workload](backend, **sizes)
         import aioc
 
         result["loop"] = f"aioc-{aioc.IMPLEMENTATION}-{backend}"
-    elif loop_name == "curio":
-        func = {"switch": curio_switch, "spawn": curio_spawn, "timers": curio_timers, "queue": curio_queue,
-                "lock": curio_lock}[workload]
-        result = func(**sizes)
-        result["loop"] = loop_name
-    elif loop_name == "trio":
-        func = {"switch": trio_switch, "spawn": trio_spawn, "timers": trio_timers, "queue": trio_queue,
-                "lock": trio_lock}[workload]
-        result = func(**sizes)
-        result["loop"] = loop_name
     else:
-        func = {"switch": asyncio_switch, "spawn": asyncio_spawn, "timers": asyncio_timers, "queue": asyncio_queue,
-                "lock": asyncio_lock}[workload]
-        result = func(loop_name, **sizes)
+        result = getattr(_async_library(loop_name), workload)(**sizes)
         result["loop"] = loop_name
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     wait1 = _run_delay()

@@ -40,6 +40,11 @@ def listen_sockets() -> list[socket.socket]:
     return socks
 
 
+def modes(socks: list[socket.socket]) -> list[tuple[socket.socket, bytes, bool]]:
+    """Each listening socket with what its port serves: ``(sock, reply, close after it)``."""
+    return [(sock, protocol.reply_for(mode), protocol.closes(mode)) for sock, mode in zip(socks, protocol.MODES)]
+
+
 def announce(socks: list[socket.socket], implementation: str) -> None:
     ports = " ".join(str(sock.getsockname()[1]) for sock in socks)
     sys.stdout.write(f"READY {os.getpid()} {implementation} {ports}\n")
@@ -49,8 +54,18 @@ def announce(socks: list[socket.socket], implementation: str) -> None:
 # -- aioc ----------------------------------------------------------------------
 
 
-def serve_aioc(socks: list[socket.socket], backend: str) -> None:
+def _run_aioc(socks: list[socket.socket], backend: str, serve) -> None:
+    """Run ``serve(loop, sock, reply, close)``, a server coroutine, for every port on one aioc loop."""
     import aioc
+
+    loop = aioc.EventLoop(backend=backend)
+    for sock, reply, close in modes(socks):
+        loop.call_soon(serve(loop, sock, reply, close))
+    announce(socks, f"aioc-{aioc.IMPLEMENTATION}-{loop.backend}")
+    loop.run_forever()
+
+
+def serve_aioc(socks: list[socket.socket], backend: str) -> None:
     from aioc import AcceptEvent, ReadEvent, sendall
 
     def handle(conn, reply, close):
@@ -80,11 +95,7 @@ def serve_aioc(socks: list[socket.socket], backend: str) -> None:
                 continue
             loop.call_soon(handle(conn, reply, close))
 
-    loop = aioc.EventLoop(backend=backend)
-    for sock, mode in zip(socks, protocol.MODES):
-        loop.call_soon(server_loop(loop, sock, protocol.reply_for(mode), protocol.closes(mode)))
-    announce(socks, f"aioc-{aioc.IMPLEMENTATION}-{loop.backend}")
-    loop.run_forever()
+    _run_aioc(socks, backend, server_loop)
 
 
 def serve_aioc_streams(socks: list[socket.socket], backend: str, context: ssl.SSLContext | None) -> None:
@@ -113,13 +124,11 @@ def serve_aioc_streams(socks: list[socket.socket], backend: str, context: ssl.SS
 
         return handle
 
-    loop = aioc.EventLoop(backend=backend)
-    for sock, mode in zip(socks, protocol.MODES):
+    def serve(loop, sock: socket.socket, reply: bytes, close: bool):
         sock.setblocking(False)
-        loop.call_soon(aioc.serve_tcp(handler(protocol.reply_for(mode), protocol.closes(mode)), sock=sock,
-                                      ssl=context))
-    announce(socks, f"aioc-{aioc.IMPLEMENTATION}-{loop.backend}")
-    loop.run_forever()
+        return aioc.serve_tcp(handler(reply, close), sock=sock, ssl=context)
+
+    _run_aioc(socks, backend, serve)
 
 
 def server_context(cert: str, key: str) -> ssl.SSLContext:
@@ -132,14 +141,21 @@ def server_context(cert: str, key: str) -> ssl.SSLContext:
 # -- asyncio and uvloop ---------------------------------------------------------
 
 
-def _new_loop(use_uvloop: bool):
+def _run_asyncio(socks: list[socket.socket], use_uvloop: bool, start_server) -> None:
+    """Start ``start_server(loop, sock, reply, close)`` for every port on one asyncio (or uvloop) loop, and run it."""
     import asyncio
 
     if use_uvloop:
         import uvloop
 
-        return uvloop.new_event_loop(), f"uvloop-{uvloop.__version__}"
-    return asyncio.new_event_loop(), "asyncio"
+        loop, name = uvloop.new_event_loop(), f"uvloop-{uvloop.__version__}"
+    else:
+        loop, name = asyncio.new_event_loop(), "asyncio"
+    asyncio.set_event_loop(loop)
+    for sock, reply, close in modes(socks):
+        loop.run_until_complete(start_server(loop, sock, reply, close))
+    announce(socks, name)
+    loop.run_forever()
 
 
 def serve_asyncio_protocol(socks: list[socket.socket], use_uvloop: bool) -> None:
@@ -166,15 +182,10 @@ def serve_asyncio_protocol(socks: list[socket.socket], use_uvloop: bool) -> None
             elif len(self.pending) > protocol.MAX_REQUEST:
                 self.transport.close()
 
-    loop, name = _new_loop(use_uvloop)
-    asyncio.set_event_loop(loop)
-    for sock, mode in zip(socks, protocol.MODES):
-        reply, close = protocol.reply_for(mode), protocol.closes(mode)
-        loop.run_until_complete(
-            loop.create_server(lambda reply=reply, close=close: Server(reply, close), sock=sock, backlog=BACKLOG)
-        )
-    announce(socks, name)
-    loop.run_forever()
+    def start_server(loop, sock: socket.socket, reply: bytes, close: bool):
+        return loop.create_server(lambda: Server(reply, close), sock=sock, backlog=BACKLOG)
+
+    _run_asyncio(socks, use_uvloop, start_server)
 
 
 def serve_asyncio_streams(socks: list[socket.socket], use_uvloop: bool, context: ssl.SSLContext | None) -> None:
@@ -203,16 +214,10 @@ def serve_asyncio_streams(socks: list[socket.socket], use_uvloop: bool, context:
 
         return handle
 
-    loop, name = _new_loop(use_uvloop)
-    asyncio.set_event_loop(loop)
-    for sock, mode in zip(socks, protocol.MODES):
-        loop.run_until_complete(
-            asyncio.start_server(
-                handler(protocol.reply_for(mode), protocol.closes(mode)), sock=sock, backlog=BACKLOG, ssl=context
-            )
-        )
-    announce(socks, name)
-    loop.run_forever()
+    def start_server(loop, sock: socket.socket, reply: bytes, close: bool):
+        return asyncio.start_server(handler(reply, close), sock=sock, backlog=BACKLOG, ssl=context)
+
+    _run_asyncio(socks, use_uvloop, start_server)
 
 
 # -- curio and trio -------------------------------------------------------------------
@@ -253,8 +258,8 @@ def serve_curio(socks: list[socket.socket]) -> None:
 
     async def main() -> None:
         async with curio.TaskGroup() as group:
-            for sock, mode in zip(socks, protocol.MODES):
-                await group.spawn(server_loop, sock, protocol.reply_for(mode), protocol.closes(mode))
+            for sock, reply, close in modes(socks):
+                await group.spawn(server_loop, sock, reply, close)
             announce(socks, f"curio-{curio.__version__}")
 
     curio.run(main)
@@ -302,8 +307,8 @@ def serve_trio(socks: list[socket.socket]) -> None:
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
-            for sock, mode in zip(socks, protocol.MODES):
-                nursery.start_soon(server_loop, nursery, sock, protocol.reply_for(mode), protocol.closes(mode))
+            for sock, reply, close in modes(socks):
+                nursery.start_soon(server_loop, nursery, sock, reply, close)
             announce(socks, f"trio-{trio.__version__}")
 
     trio.run(main)
