@@ -21,6 +21,7 @@ from cpython.long cimport PyLong_AsDouble
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_CLEAR, Py_DECREF, Py_INCREF, Py_XDECREF
+from cpython.weakref cimport PyWeakref_NewRef
 from libc.errno cimport EAGAIN, EBADF, ECONNABORTED, EEXIST, EINTR, ENOENT, errno
 from libc.math cimport ceil
 from libc.stdint cimport uint32_t
