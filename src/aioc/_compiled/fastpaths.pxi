@@ -8,6 +8,9 @@ cdef enum:
     READ_BUFFER_SIZE = 65536       # recv lands here, then is copied to exact size
 
 cdef extern from "Python.h":
+    ctypedef int (*initproc)(object self, object args, PyObject *kwargs) except -1
+    ctypedef struct TypeInitSlot "PyTypeObject":
+        initproc tp_init
     # NULL with MemoryError set, to be checked as a value: a try block
     # would save and restore the exception state on every read.
     PyObject *new_bytes_or_null "PyBytes_FromStringAndSize"(const char *data, Py_ssize_t size)
@@ -219,8 +222,10 @@ cdef object accepted_socket(object listener, int conn_fd):
     conn = PySocketType.__new__(PySocketType)
     # SOCK_NONBLOCK in the type gives the object a timeout of 0 and leaves
     # its .type plain; accept4 made the fd itself non-blocking.
-    SocketType.__init__(conn, aioc_socket_family(listener), aioc_socket_type(listener) | SOCK_NONBLOCK,
-                        aioc_socket_proto(listener), conn_fd)
+    args = (aioc_socket_family(listener), aioc_socket_type(listener) | SOCK_NONBLOCK,
+            aioc_socket_proto(listener), conn_fd)
+    # _socket.socket.__init__ through its slot: no method lookup, no wrapper.
+    (<TypeInitSlot *>SocketType).tp_init(conn, args, NULL)
     conn._io_refs = 0  # what socket.socket.__init__ sets
     conn._closed = False
     return conn
