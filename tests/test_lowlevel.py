@@ -128,6 +128,45 @@ def test_a_raw_fd_without_an_owner(aio, loop, runner):
         os.close(w)
 
 
+class SlotOwner:
+    """Owns a socket but takes no weak reference (``__slots__`` without ``__weakref__``)."""
+
+    __slots__ = ("sock",)
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+
+class OwnedReadable(Readable):
+    """Like Readable, with ``owner`` named as the fd's owner."""
+
+    def __init__(self, sock: socket.socket, owner: Any) -> None:
+        super().__init__(sock)
+        self.owner = owner
+
+    def _yield(self, loop: lowlevel.Loop, task: Any) -> None:
+        loop.wait_readable(self.sock.fileno(), self, task, self.owner)
+
+
+def test_an_owner_that_takes_no_weak_reference(aio, loop, runner, socketpair):
+    """The loop holds owners weakly where it can; an owner that cannot be
+    held so still gets every wake-up, wait after wait."""
+    a, b = socketpair()
+    owner = SlotOwner(a)
+
+    def main():
+        got = []
+        for message in (b"one", b"two", b"three"):
+            b.send(message)
+            got.append((yield OwnedReadable(a, owner)))
+        return got
+
+    assert runner.complete(main()) == [b"one", b"two", b"three"]
+
+
 def test_two_readers_of_one_fd_are_refused(aio, loop, runner, socketpair):
     a, b = socketpair()
 

@@ -147,6 +147,7 @@ cdef struct FdTable:
 
 cdef int fds_ensure(FdTable *table, int fd) except -1
 cdef void fds_forget_registration(FdTable *table, int fd) noexcept
+cdef object owner_ref(object owner)
 cdef void fds_clear(FdTable *table) noexcept
 
 

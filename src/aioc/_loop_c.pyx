@@ -19,8 +19,9 @@ from cpython.exc cimport PyErr_CheckSignals
 from cpython.float cimport PyFloat_AS_DOUBLE
 from cpython.long cimport PyLong_AsDouble
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
-from cpython.object cimport PyObject
+from cpython.object cimport PyObject, Py_TYPE
 from cpython.ref cimport Py_CLEAR, Py_DECREF, Py_INCREF, Py_XDECREF
+from cpython.weakref cimport PyWeakref_NewRef
 from libc.errno cimport EAGAIN, EBADF, ECONNABORTED, EEXIST, EINTR, ENOENT, errno
 from libc.math cimport ceil
 from libc.stdint cimport uint32_t
@@ -706,21 +707,21 @@ cdef class EventLoop:
     cdef int yield_event(self, object event, Task task) except -1:
         # The common cases first, with errors handled as values: a Cython
         # try block costs a thread-state lookup on every pass.
-        cdef type kind = type(event)
-        if kind is Sleep and (<Sleep>event)._seconds <= 0.0:
+        cdef PyObject *kind = <PyObject *>Py_TYPE(event)  # borrowed: no reference counting
+        if kind == <PyObject *>Sleep and (<Sleep>event)._seconds <= 0.0:
             return self.push(task, None)
-        if kind is ReadEvent:
+        if kind == <PyObject *>ReadEvent:
             if self.uring is not None and uring_can_read(<ReadEvent>event):
                 return uring_read(self, <ReadEvent>event, task)
             if rewait_read(self, (<ReadEvent>event).sock, event, task):
                 return 0
-        if kind is SendAll and is_socket((<SendAll>event).sock):
+        if kind == <PyObject *>SendAll and is_socket((<SendAll>event).sock):
             return send_all(self, <SendAll>event, task)
-        if kind is StreamRead and (<StreamRead>event).suspended and rewait_read(self, (<StreamRead>event).stream._sock, event, task):
+        if kind == <PyObject *>StreamRead and (<StreamRead>event).suspended and rewait_read(self, (<StreamRead>event).stream._sock, event, task):
             return 0
-        if kind is RecvFrom and rewait_read(self, (<RecvFrom>event).sock, event, task):
+        if kind == <PyObject *>RecvFrom and rewait_read(self, (<RecvFrom>event).sock, event, task):
             return 0
-        if kind is SendTo:
+        if kind == <PyObject *>SendTo:
             return send_to(self, <SendTo>event, task, False)
         return self.yield_guarded(event, task)
 
@@ -769,20 +770,20 @@ cdef class EventLoop:
 
     cdef int resume_event(self, object event, Task task) except -1:
         """Run ``event._resume``; 1 if the wake-up turned out to be spurious."""
-        cdef type kind = type(event)
-        if kind is ReadEvent and (<ReadEvent>event)._nbytes <= READ_BUFFER_SIZE and is_socket((<ReadEvent>event).sock):
+        cdef PyObject *kind = <PyObject *>Py_TYPE(event)  # borrowed: no reference counting
+        if kind == <PyObject *>ReadEvent and (<ReadEvent>event)._nbytes <= READ_BUFFER_SIZE and is_socket((<ReadEvent>event).sock):
             return recv_for(self, <ReadEvent>event, task)
-        if kind is SendAll and is_socket((<SendAll>event).sock):
+        if kind == <PyObject *>SendAll and is_socket((<SendAll>event).sock):
             return send_all(self, <SendAll>event, task)
-        if kind is Sleep:
+        if kind == <PyObject *>Sleep:
             return self.push(task, None)
-        if kind is AcceptEvent and is_inet_socket((<AcceptEvent>event).sock):
+        if kind == <PyObject *>AcceptEvent and is_inet_socket((<AcceptEvent>event).sock):
             return accept_for(self, <AcceptEvent>event, task)
-        if kind is StreamRead and is_socket((<StreamRead>event).stream._sock):
+        if kind == <PyObject *>StreamRead and is_socket((<StreamRead>event).stream._sock):
             return stream_receive_for(self, <StreamRead>event, task)
-        if kind is RecvFrom and (<RecvFrom>event)._max_bytes <= READ_BUFFER_SIZE and is_inet_socket((<RecvFrom>event).sock):
+        if kind == <PyObject *>RecvFrom and (<RecvFrom>event)._max_bytes <= READ_BUFFER_SIZE and is_inet_socket((<RecvFrom>event).sock):
             return recvfrom_for(self, <RecvFrom>event, task)
-        if kind is SendTo:
+        if kind == <PyObject *>SendTo:
             return send_to(self, <SendTo>event, task, True)
         return self.resume_guarded(event, task)
 
@@ -975,7 +976,8 @@ cdef class EventLoop:
         if fd == self.wake_fd:
             self.drain_wake()
             return 0
-        fds_ensure(&self.fds, fd)
+        if fd >= self.fds.size:  # never, for an fd the backend was told to watch
+            fds_ensure(&self.fds, fd)
         if mask & (READABLE | FAULT):
             if self.fds.slots[fd].reader_task is NULL:
                 idle |= READABLE

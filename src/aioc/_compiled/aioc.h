@@ -39,7 +39,18 @@ static PyObject *aioc_inet_address(const struct sockaddr_storage *address) {
             *p++ = (char)('0' + v % 10);
             if (i < 3) *p++ = '.';
         }
-        return Py_BuildValue("(s#i)", host, (Py_ssize_t)(p - host), ntohs(in->sin_port));
+        /* Built directly: Py_BuildValue would parse its format on every accept. */
+        PyObject *text = PyUnicode_DecodeASCII(host, (Py_ssize_t)(p - host), NULL);
+        PyObject *port = text == NULL ? NULL : PyLong_FromLong(ntohs(in->sin_port));
+        PyObject *pair = port == NULL ? NULL : PyTuple_New(2);
+        if (pair == NULL) {
+            Py_XDECREF(text);
+            Py_XDECREF(port);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(pair, 0, text);
+        PyTuple_SET_ITEM(pair, 1, port);
+        return pair;
     }
     if (address->ss_family == AF_INET6) {
         const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)address;

@@ -7,6 +7,14 @@
 cdef enum:
     READ_BUFFER_SIZE = 65536       # recv lands here, then is copied to exact size
 
+cdef extern from "Python.h":
+    ctypedef int (*initproc)(object self, object args, PyObject *kwargs) except -1
+    ctypedef struct TypeInitSlot "PyTypeObject":
+        initproc tp_init
+    # NULL with MemoryError set, to be checked as a value: a try block
+    # would save and restore the exception state on every read.
+    PyObject *new_bytes_or_null "PyBytes_FromStringAndSize"(const char *data, Py_ssize_t size)
+
 
 cdef inline bint is_socket(object sock) noexcept:
     """Whether the loop may do ``sock``'s I/O itself, in C.
@@ -59,6 +67,7 @@ cdef int recv_for(EventLoop loop, ReadEvent event, Task task) except -1:
     """recv() for a ReadEvent: queue the bytes, wait again, or throw the error."""
     cdef int fd = aioc_socket_fd(event.sock)
     cdef ssize_t n
+    cdef PyObject *made
     if fd < 0:
         return loop.schedule_throw(task, os_error(EBADF))
     while True:
@@ -71,11 +80,20 @@ cdef int recv_for(EventLoop loop, ReadEvent event, Task task) except -1:
         if errno != EINTR:
             return loop.schedule_throw(task, os_error(errno))
         PyErr_CheckSignals()
+    made = new_bytes_or_null(loop.read_buffer, n)
+    if made is NULL:
+        return throw_pending(loop, task)
+    data = <object>made
+    Py_DECREF(data)  # `data` holds its own reference now
+    return loop.push(task, data)
+
+
+cdef int throw_pending(EventLoop loop, Task task) except -1:
+    """Throw the exception a C call just left pending (a MemoryError) into ``task``."""
     try:
-        data = PyBytes_FromStringAndSize(loop.read_buffer, n)
+        aioc_reraise()
     except MemoryError as exc:
         return loop.schedule_throw(task, exc)
-    return loop.push(task, data)
 
 
 cdef int recvfrom_for(EventLoop loop, RecvFrom event, Task task) except -1:
@@ -204,8 +222,10 @@ cdef object accepted_socket(object listener, int conn_fd):
     conn = PySocketType.__new__(PySocketType)
     # SOCK_NONBLOCK in the type gives the object a timeout of 0 and leaves
     # its .type plain; accept4 made the fd itself non-blocking.
-    SocketType.__init__(conn, aioc_socket_family(listener), aioc_socket_type(listener) | SOCK_NONBLOCK,
-                        aioc_socket_proto(listener), conn_fd)
+    args = (aioc_socket_family(listener), aioc_socket_type(listener) | SOCK_NONBLOCK,
+            aioc_socket_proto(listener), conn_fd)
+    # _socket.socket.__init__ through its slot: no method lookup, no wrapper.
+    (<TypeInitSlot *>SocketType).tp_init(conn, args, NULL)
     conn._io_refs = 0  # what socket.socket.__init__ sets
     conn._closed = False
     return conn

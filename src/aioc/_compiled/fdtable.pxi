@@ -34,6 +34,18 @@ cdef inline bint registration_fits(FdSlot *slot, uint32_t mask, object owner) no
             and aioc_weakref_target(slot.owner) == <PyObject *>owner)
 
 
+cdef object owner_ref(object owner):
+    """A weak reference to a registration's owner, or None where the type
+    takes none: ``weakref.ref(owner)`` without a Python call, as every new
+    connection's first wait makes one."""
+    if owner is None:
+        return None
+    try:
+        return PyWeakref_NewRef(owner, None)
+    except TypeError:  # the type takes no weak reference
+        return None
+
+
 cdef void fds_clear(FdTable *table) noexcept:
     # Tasks that outlive the table must not think they still wait in it.
     # Every pointer is taken out before any reference is dropped: a finalizer

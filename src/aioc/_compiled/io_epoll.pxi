@@ -52,7 +52,7 @@ cdef class EpollBackend(Backend):
             if epoll_ctl(self.epfd, EPOLL_CTL_ADD, fd, &ev) < 0:
                 if errno != EEXIST or epoll_ctl(self.epfd, EPOLL_CTL_MOD, fd, &ev) < 0:
                     raise_errno(errno)
-        ref = weak_owner(owner)
+        ref = owner_ref(owner)
         slot = &loop.fds.slots[fd]  # fileno_of() ran Python code: look again
         slot.registered = mask
         Py_CLEAR(slot.owner)

@@ -66,7 +66,7 @@ def _run_aioc(socks: list[socket.socket], backend: str, serve) -> None:
 
 
 def serve_aioc(socks: list[socket.socket], backend: str) -> None:
-    from aioc import AcceptEvent, ReadEvent, sendall
+    from aioc import AcceptEvent, ReadEvent, SendAll
 
     def handle(conn, reply, close):
         pending = b""
@@ -77,7 +77,7 @@ def serve_aioc(socks: list[socket.socket], backend: str) -> None:
                     break
                 count, pending = protocol.split_requests(pending, data)
                 if count:
-                    yield from sendall(conn, reply if count == 1 else reply * count)
+                    yield SendAll(conn, reply if count == 1 else reply * count)
                     if close:
                         break
                 elif len(pending) > protocol.MAX_REQUEST:
