@@ -140,6 +140,7 @@ cdef extern from "_compiled/aioc.h":
     ctypedef int (*visitproc)(PyObject *, void *) noexcept
     ctypedef int (*aioc_visit_held_fn)(PyObject *, visitproc, void *) noexcept
     ctypedef void (*aioc_clear_held_fn)(PyObject *) noexcept
+    ctypedef int (*traverseproc)(PyObject *, visitproc, void *) noexcept
     int aioc_send(object coro, object arg, PyObject **result)
     int aioc_throw(object coro, object exc, PyObject **result)
     int aioc_reraise() except -1
@@ -158,6 +159,7 @@ cdef extern from "_compiled/aioc.h":
     int aioc_make_stream_awaitable(object type, aioc_stream_step_fn step) except -1
     int aioc_event_suspended(object event)
     int aioc_install_gc(object type, aioc_visit_held_fn visit, aioc_clear_held_fn clear) except -1
+    void aioc_set_traverse(object type, traverseproc traverse)
 
 
 # What a blocked task waits on (Task.wait_kind), as WAIT_* in _loop_py.
@@ -297,6 +299,7 @@ cdef class EventLoop:
             raise
 
     def __dealloc__(self):
+        live_clear(self)
         fds_clear(&self.fds)
         PyMem_Free(self.fds.slots)
         timers_clear(&self.timers)
@@ -312,10 +315,10 @@ cdef class EventLoop:
     def tasks(self):
         """The unfinished tasks, in creation order."""
         tasks = []
-        task = self.live_head
-        while task is not None:
-            tasks.append(task)
-            task = task.next_live
+        cdef PyObject *task = self.live_head
+        while task is not NULL:
+            tasks.append(<Task>task)
+            task = (<Task>task).next_live
         return tasks
 
     cpdef double time(self) noexcept:
@@ -376,8 +379,10 @@ cdef class EventLoop:
             raise RuntimeError(CLOSE_RUNNING)
         self.closed = True
         self.adopt_threadsafe()
-        while self.live_head is not None:
-            self._close_task(self.live_head)
+        cdef Task task
+        while self.live_head is not NULL:
+            task = <Task>self.live_head  # held here: finishing drops the list's reference
+            self._close_task(task)
         self._run_close_callbacks()
         ring_clear(&self.ready)
         self.clear_timers()
@@ -633,13 +638,15 @@ cdef class EventLoop:
         return task
 
     cdef int schedule_new(self, Task task) except -1:
-        # Linked in creation order, so close() can reach every live task.
+        # Linked in creation order, so close() can reach every live task;
+        # the list owns a reference, dropped by finish.
+        Py_INCREF(task)
         task.prev_live = self.live_tail
-        if self.live_tail is None:
-            self.live_head = task
+        if self.live_tail is NULL:
+            self.live_head = <PyObject *>task
         else:
-            self.live_tail.next_live = task
-        self.live_tail = task
+            (<Task>self.live_tail).next_live = <PyObject *>task
+        self.live_tail = <PyObject *>task
         self.live_count += 1
         return self.push(task, None)
 
@@ -816,17 +823,7 @@ cdef class EventLoop:
         task.log_exception = error is not None and not isinstance(error, Cancelled)
         if task.log_exception:
             aioc_set_type(task, FailedTask)
-        # Unlink from the live list.
-        if task.prev_live is None:
-            self.live_head = task.next_live
-        else:
-            task.prev_live.next_live = task.next_live
-        if task.next_live is None:
-            self.live_tail = task.prev_live
-        else:
-            task.next_live.prev_live = task.prev_live
-        task.prev_live = task.next_live = None
-        self.live_count -= 1
+        live_unlink(self, task)
         if task.joiners is not None:
             joiners = task.joiners
             task.joiners = None
@@ -834,6 +831,8 @@ cdef class EventLoop:
                 (<Task>joiner).wait_kind = WAIT_NONE
                 (<Task>joiner).join_target = None
                 self.resume_event(event, joiner)
+        # The list's reference: every caller holds its own while it finishes.
+        Py_DECREF(task)
         return 0
 
     cdef int cancel_task(self, Task task) except -1:

@@ -316,7 +316,13 @@ static int aioc_make_completed(PyObject *type) {
     return 0;
 }
 
-/* -- a failed task's type -------------------------------------------------- */
+/* -- a task's type ------------------------------------------------------------ */
+
+/* Replaces the collector's traversal of `type` (its instances' layout is the
+   caller's). */
+static void aioc_set_traverse(PyObject *type, traverseproc traverse) {
+    ((PyTypeObject *)type)->tp_traverse = traverse;
+}
 
 /* Turns a Task into a FailedTask (same layout, a finalizer).  Instances of a
    heap type own a reference to it; the compiled loop's types are static, but
