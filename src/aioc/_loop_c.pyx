@@ -543,7 +543,7 @@ cdef class EventLoop:
 
     # -- the kernel ----------------------------------------------------------
 
-    cdef int check_open(self) except -1:
+    cdef inline int check_open(self) except -1:
         if self.closed:
             raise RuntimeError(LOOP_CLOSED)
         return 0
@@ -625,7 +625,7 @@ cdef class EventLoop:
                 logger.warning(SLOW_STEP_REPORT, task.name, held, resumed_at)
         return 0
 
-    cdef Task new_task(self, object coro):
+    cdef inline Task new_task(self, object coro):
         cdef type kind = type(coro)
         if kind is not GeneratorType and kind is not CoroutineType:
             if not (hasattr(coro, "send") and hasattr(coro, "throw")):
@@ -637,7 +637,7 @@ cdef class EventLoop:
         task.coro = coro
         return task
 
-    cdef int schedule_new(self, Task task) except -1:
+    cdef inline int schedule_new(self, Task task) except -1:
         # Linked in creation order, so close() can reach every live task;
         # the list owns a reference, dropped by finish.
         Py_INCREF(task)
