@@ -160,6 +160,7 @@ cdef extern from "_compiled/aioc.h":
     int aioc_event_suspended(object event)
     int aioc_install_gc(object type, aioc_visit_held_fn visit, aioc_clear_held_fn clear) except -1
     void aioc_set_traverse(object type, traverseproc traverse)
+    void aioc_install_task_free_list(object type)
 
 
 # What a blocked task waits on (Task.wait_kind), as WAIT_* in _loop_py.

@@ -72,8 +72,9 @@ cdef class Task:
 # Same layout as Task: EventLoop.finish switches a task's type to this one
 # when it ends with an exception to report, so that a task that succeeds is
 # freed without a finalizer (about 5% of spawn-and-finish's instructions).
-# No freelist for either: a recycled object keeps the GC header's
-# "finalized" bit, and the report would not run again.
+# Only plain tasks are recycled (aioc_install_task_free_list below): a
+# recycled object keeps the GC header's "finalized" bit, and a FailedTask's
+# report would not run again.
 @cython.final
 cdef class FailedTask(Task):
     """A task that ended with an exception; reported when collected unless retrieved."""
@@ -112,6 +113,7 @@ cdef int visit_task(PyObject *o, visitproc visit, void *arg) noexcept:
 
 aioc_set_traverse(Task, visit_task)
 aioc_set_traverse(FailedTask, visit_task)
+aioc_install_task_free_list(Task)
 
 
 # -- the loop's list of live tasks --------------------------------------------
