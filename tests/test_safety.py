@@ -210,6 +210,87 @@ def test_a_dropped_loop_with_waiting_tasks_is_reclaimed(aio, backend):
             b.close()
 
 
+class Forgetful:
+    """An event that parks its task and keeps no reference to it."""
+
+    def _yield(self, loop: Any, task: Any) -> None:
+        loop.park(task)
+
+
+def test_the_loop_alone_keeps_its_tasks_alive(aio, backend):
+    """Queued and parked tasks nobody else holds survive collections and are listed."""
+    import weakref
+
+    with aio.EventLoop(backend=backend) as loop:
+
+        def parked():
+            yield Forgetful()
+
+        def settle():
+            for _ in range(3):
+                yield aio.Sleep(0)
+
+        refs = [weakref.ref(loop.call_soon(parked())) for _ in range(3)]
+        loop.run_until_complete(settle())
+        refs.append(weakref.ref(loop.call_soon(parked())))  # still queued
+        gc.collect()
+        assert all(ref() is not None for ref in refs)
+        assert loop.tasks() == [ref() for ref in refs]
+        assert loop._num_tasks == 4
+        for ref in refs[:3]:
+            loop.reschedule(ref(), None)
+        loop.run_until_complete(settle())
+        assert loop.tasks() == [refs[3]()]
+
+
+def test_a_dropped_loops_tasks_are_reclaimed_with_it(aio, backend):
+    """Parked and queued tasks of a loop dropped without close() are freed by the collector."""
+    import weakref
+
+    gc.collect()
+    loop = aio.EventLoop(backend=backend)
+
+    def parked():
+        yield Forgetful()
+
+    def settle():
+        yield aio.Sleep(0)
+
+    refs = [weakref.ref(loop.call_soon(parked())) for _ in range(3)]
+    loop.run_until_complete(settle())
+    refs.append(weakref.ref(loop.call_soon(parked())))  # still queued
+    del loop, parked, settle
+    gc.collect()
+    assert [ref() for ref in refs] == [None] * 4
+
+
+def test_a_task_held_elsewhere_keeps_its_dropped_loop_whole(aio, backend):
+    """A collection never tears down a loop that a live task held by the program reaches."""
+    loop = aio.EventLoop(backend=backend)
+
+    def parked():
+        yield Forgetful()
+
+    def settle():
+        yield aio.Sleep(0)
+
+    task = loop.call_soon(parked())
+    loop.call_soon(parked())
+    loop.run_until_complete(settle())
+    del loop
+    gc.collect()
+    (loop,) = [referent for referent in gc.get_referents(task) if isinstance(referent, aio.EventLoop)]
+    try:
+        assert not loop.is_closed()
+        assert len(loop.tasks()) == 2 and task in loop.tasks()
+        assert task.cancel()
+        loop.run_until_complete(settle())
+        assert task.cancelled()
+        assert len(loop.tasks()) == 1
+    finally:
+        loop.close()
+
+
 # -- one event, several tasks -------------------------------------------------------
 
 

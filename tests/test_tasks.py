@@ -419,6 +419,34 @@ def test_only_a_task_with_an_exception_to_report_has_a_finalizer(aio, loop, runn
     assert isinstance(tasks[1].exception(), ValueError)  # retrieved: nothing to report
 
 
+def test_every_failed_task_is_reported_among_many_spawned_and_finished(aio, loop, runner):
+    """Tasks come and go in waves (the compiled loop recycles their memory): each failure is reported once."""
+    reports = []
+    loop.set_exception_handler(lambda lp, ctx: reports.append(str(ctx["exception"])))
+
+    def ok():
+        return
+        yield
+
+    def bad(label):
+        raise ValueError(label)
+        yield
+
+    def waves():
+        for wave in range(4):
+            for index in range(300):
+                loop.call_soon(bad(f"{wave}-{index}") if index % 50 == 7 else ok())
+            yield aio.Sleep(0)
+            yield aio.Sleep(0)
+
+    loop.call_soon(waves())
+    runner.forever()
+    gc.collect()
+    gc.collect()
+    expected = [f"{wave}-{index}" for wave in range(4) for index in range(7, 300, 50)]
+    assert sorted(reports) == sorted(expected)
+
+
 def test_never_retrieved_exception_goes_to_the_aioc_logger_by_default(aio, loop, runner, caplog):
     def bad():
         yield aio.Sleep(0)

@@ -92,9 +92,11 @@ cdef class Task:
     cdef int shield_depth          # shields entered: a cancel waits until they are left
     cdef bint cancel_pending
     cdef object task_name          # None: named after what it runs
+    # The links are borrowed: the loop owns one reference per live task (gc.pxi
+    # visits it), so that the collector does not walk the list task by task.
     # C only: the loop's list of live tasks, a dict in the pure loop.
-    cdef Task prev_live
-    cdef Task next_live
+    cdef PyObject *prev_live
+    cdef PyObject *next_live
     cdef object __weakref__
 
 cdef class FailedTask(Task):
@@ -240,8 +242,8 @@ cdef class EventLoop:
     cdef TimerHeap timers
     cdef Py_ssize_t io_waiters     # readers plus writers registered
     cdef unsigned long long polls  # completed polls, counted from 1
-    cdef Task live_head
-    cdef Task live_tail
+    cdef PyObject *live_head       # the live tasks, each owned once (see Task.prev_live)
+    cdef PyObject *live_tail
     cdef Py_ssize_t live_count
     cdef PyObject *current         # the task being stepped (borrowed)
     cdef PyObject *yielding        # the task whose event's _yield runs (borrowed)

@@ -141,6 +141,7 @@ cdef extern from "_compiled/aioc.h":
     ctypedef int (*visitproc)(PyObject *, void *) noexcept
     ctypedef int (*aioc_visit_held_fn)(PyObject *, visitproc, void *) noexcept
     ctypedef void (*aioc_clear_held_fn)(PyObject *) noexcept
+    ctypedef int (*traverseproc)(PyObject *, visitproc, void *) noexcept
     int aioc_send(object coro, object arg, PyObject **result)
     int aioc_throw(object coro, object exc, PyObject **result)
     int aioc_reraise() except -1
@@ -159,6 +160,8 @@ cdef extern from "_compiled/aioc.h":
     int aioc_make_stream_awaitable(object type, aioc_stream_step_fn step) except -1
     int aioc_event_suspended(object event)
     int aioc_install_gc(object type, aioc_visit_held_fn visit, aioc_clear_held_fn clear) except -1
+    void aioc_set_traverse(object type, traverseproc traverse)
+    void aioc_install_task_free_list(object type)
 
 
 # What a blocked task waits on (Task.wait_kind), as WAIT_* in _loop_py.
@@ -293,6 +296,7 @@ cdef class EventLoop:
             raise
 
     def __dealloc__(self):
+        live_clear(self)
         fds_clear(&self.fds)
         PyMem_Free(self.fds.slots)
         timers_clear(&self.timers)
@@ -308,10 +312,10 @@ cdef class EventLoop:
     def tasks(self):
         """The unfinished tasks, in creation order."""
         tasks = []
-        task = self.live_head
-        while task is not None:
-            tasks.append(task)
-            task = task.next_live
+        cdef PyObject *task = self.live_head
+        while task is not NULL:
+            tasks.append(<Task>task)
+            task = (<Task>task).next_live
         return tasks
 
     cpdef double time(self) noexcept:
@@ -372,8 +376,10 @@ cdef class EventLoop:
             raise RuntimeError(CLOSE_RUNNING)
         self.closed = True
         self.adopt_threadsafe()
-        while self.live_head is not None:
-            self._close_task(self.live_head)
+        cdef Task task
+        while self.live_head is not NULL:
+            task = <Task>self.live_head  # held here: finishing drops the list's reference
+            self._close_task(task)
         self._run_close_callbacks()
         ring_clear(&self.ready)
         self.clear_timers()
@@ -534,7 +540,7 @@ cdef class EventLoop:
 
     # -- the kernel ----------------------------------------------------------
 
-    cdef int check_open(self) except -1:
+    cdef inline int check_open(self) except -1:
         if self.closed:
             raise RuntimeError(LOOP_CLOSED)
         return 0
@@ -616,7 +622,7 @@ cdef class EventLoop:
                 logger.warning(SLOW_STEP_REPORT, task.name, held, resumed_at)
         return 0
 
-    cdef Task new_task(self, object coro):
+    cdef inline Task new_task(self, object coro):
         cdef type kind = type(coro)
         if kind is not GeneratorType and kind is not CoroutineType:
             if not (hasattr(coro, "send") and hasattr(coro, "throw")):
@@ -628,14 +634,16 @@ cdef class EventLoop:
         task.coro = coro
         return task
 
-    cdef int schedule_new(self, Task task) except -1:
-        # Linked in creation order, so close() can reach every live task.
+    cdef inline int schedule_new(self, Task task) except -1:
+        # Linked in creation order, so close() can reach every live task;
+        # the list owns a reference, dropped by finish.
+        Py_INCREF(task)
         task.prev_live = self.live_tail
-        if self.live_tail is None:
-            self.live_head = task
+        if self.live_tail is NULL:
+            self.live_head = <PyObject *>task
         else:
-            self.live_tail.next_live = task
-        self.live_tail = task
+            (<Task>self.live_tail).next_live = <PyObject *>task
+        self.live_tail = <PyObject *>task
         self.live_count += 1
         return self.push(task, None)
 
@@ -812,17 +820,7 @@ cdef class EventLoop:
         task.log_exception = error is not None and not isinstance(error, Cancelled)
         if task.log_exception:
             aioc_set_type(task, FailedTask)
-        # Unlink from the live list.
-        if task.prev_live is None:
-            self.live_head = task.next_live
-        else:
-            task.prev_live.next_live = task.next_live
-        if task.next_live is None:
-            self.live_tail = task.prev_live
-        else:
-            task.next_live.prev_live = task.prev_live
-        task.prev_live = task.next_live = None
-        self.live_count -= 1
+        live_unlink(self, task)
         if task.joiners is not None:
             joiners = task.joiners
             task.joiners = None
@@ -830,6 +828,8 @@ cdef class EventLoop:
                 (<Task>joiner).wait_kind = WAIT_NONE
                 (<Task>joiner).join_target = None
                 self.resume_event(event, joiner)
+        # The list's reference: every caller holds its own while it finishes.
+        Py_DECREF(task)
         return 0
 
     cdef int cancel_task(self, Task task) except -1:

@@ -325,7 +325,51 @@ static int aioc_make_completed(PyObject *type) {
                                  aioc_completed_methods);
 }
 
-/* -- a failed task's type -------------------------------------------------- */
+/* -- a task's type ------------------------------------------------------------ */
+
+/* Replaces the collector's traversal of `type` (its instances' layout is the
+   caller's). */
+static void aioc_set_traverse(PyObject *type, traverseproc traverse) {
+    ((PyTypeObject *)type)->tp_traverse = traverse;
+}
+
+/* A free list of Task objects, for programs that spawn and finish tasks
+   steadily: a recycled task skips the allocator and the collector's count
+   of allocations.  Only objects of Task itself go on it, never a FailedTask:
+   a FailedTask's finalizer has run when it is freed, and the collector's
+   "finalized" mark stays in recycled memory, so a recycled task that failed
+   would never be reported.  A Task has no finalizer: its mark stays clear.
+   Freed objects arrive untracked, with their fields and weak references
+   cleared by the type's tp_dealloc. */
+#define AIOC_TASK_FREE_LIST 256
+static PyTypeObject *aioc_task_type = NULL;
+static PyObject *aioc_task_free_list[AIOC_TASK_FREE_LIST];
+static int aioc_task_free_count = 0;
+
+static PyObject *aioc_task_alloc(PyTypeObject *type, Py_ssize_t nitems) {
+    PyObject *o;
+    if (type != aioc_task_type || aioc_task_free_count == 0) return PyType_GenericAlloc(type, nitems);
+    o = aioc_task_free_list[--aioc_task_free_count];
+    memset(o, 0, (size_t)type->tp_basicsize);
+    PyObject_Init(o, type);
+    PyObject_GC_Track(o);
+    return o;
+}
+
+static void aioc_task_free(void *o) {
+    if (Py_TYPE((PyObject *)o) == aioc_task_type && aioc_task_free_count < AIOC_TASK_FREE_LIST) {
+        aioc_task_free_list[aioc_task_free_count++] = (PyObject *)o;
+        return;
+    }
+    PyObject_GC_Del(o);
+}
+
+/* Task's own allocation and release; its subclasses keep the default ones. */
+static void aioc_install_task_free_list(PyObject *type) {
+    aioc_task_type = (PyTypeObject *)type;
+    aioc_task_type->tp_alloc = aioc_task_alloc;
+    aioc_task_type->tp_free = aioc_task_free;
+}
 
 /* Turns a Task into a FailedTask (same layout, a finalizer).  Instances of a
    heap type own a reference to it; the compiled loop's types are static, but

@@ -1,11 +1,13 @@
 # Garbage-collector support for what the loop holds in C.  Cython's own
-# tp_traverse sees the loop's object fields; these add the fd table, the
-# timer heap and the ready ring, so that a loop dropped without close()
+# tp_traverse sees the loop's object fields; these add the live tasks, the
+# fd table, the timer heap and the ready ring, so that a loop dropped without close()
 # while tasks wait (a cycle through task.loop) is found and reclaimed.
 
 cdef int visit_held(PyObject *self, visitproc visit, void *arg) noexcept:
     cdef EventLoop loop = <EventLoop>self
-    cdef int status = ring_visit(&loop.ready, visit, arg)
+    cdef int status = live_visit(loop, visit, arg)
+    if status == 0:
+        status = ring_visit(&loop.ready, visit, arg)
     if status == 0:
         status = timers_visit(&loop.timers, visit, arg)
     if status == 0:
@@ -22,6 +24,7 @@ cdef void clear_held(PyObject *self) noexcept:
     ring_clear(&loop.ready)
     timers_clear(&loop.timers)
     fds_clear(&loop.fds)
+    live_clear(loop)
 
 
 aioc_install_gc(EventLoop, visit_held, clear_held)

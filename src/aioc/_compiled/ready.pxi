@@ -14,14 +14,14 @@ cdef int ring_init(Ring *ring) except -1:
 
 
 cdef int ring_grow(Ring *ring) except -1:
-    cdef Py_ssize_t i, src, capacity = ring.capacity * 2
+    # Only when full: the pairs from head to the end, then those before head.
+    cdef Py_ssize_t capacity = ring.capacity * 2
+    cdef Py_ssize_t tail = ring.capacity - ring.head
     cdef PyObject **items = <PyObject **>PyMem_Malloc(2 * capacity * sizeof(PyObject *))
     if items is NULL:
         raise MemoryError()
-    for i in range(ring.count):
-        src = ((ring.head + i) & (ring.capacity - 1)) * 2
-        items[2 * i] = ring.items[src]
-        items[2 * i + 1] = ring.items[src + 1]
+    memcpy(items, ring.items + 2 * ring.head, 2 * tail * sizeof(PyObject *))
+    memcpy(items + 2 * tail, ring.items, 2 * ring.head * sizeof(PyObject *))
     PyMem_Free(ring.items)
     ring.items = items
     ring.capacity = capacity

@@ -1,4 +1,4 @@
-# Task: a coroutine run by the loop.
+# Task: a coroutine run by the loop, and the loop's list of live tasks.
 
 # Set by EventLoop.new_task for the one Task it is about to create.
 cdef bint creating_task = False
@@ -72,8 +72,9 @@ cdef class Task:
 # Same layout as Task: EventLoop.finish switches a task's type to this one
 # when it ends with an exception to report, so that a task that succeeds is
 # freed without a finalizer (about 5% of spawn-and-finish's instructions).
-# No freelist for either: a recycled object keeps the GC header's
-# "finalized" bit, and the report would not run again.
+# Only plain tasks are recycled (aioc_install_task_free_list below): a
+# recycled object keeps the GC header's "finalized" bit, and a FailedTask's
+# report would not run again.
 @cython.final
 cdef class FailedTask(Task):
     """A task that ended with an exception; reported when collected unless retrieved."""
@@ -81,3 +82,72 @@ cdef class FailedTask(Task):
     def __del__(self):
         if self.log_exception:
             self.loop.call_exception_handler({"message": NEVER_RETRIEVED, "exception": self.error, "task": self})
+
+
+# -- the garbage collector's view of a task ---------------------------------
+
+# Only the fields that hold something: most stay None for a task's whole
+# life, and the live-list links are borrowed (the loop visits its own
+# references, live_visit below).  A burst of spawns keeps every new task in
+# the young generations for a few collections, so this runs several times
+# per task.
+cdef int visit_task(PyObject *o, visitproc visit, void *arg) noexcept:
+    # Casts only: a reference taken here would cost more than the visits.
+    cdef int status = visit(<PyObject *>(<Task>o).coro, arg)
+    if status == 0:
+        status = visit(<PyObject *>(<Task>o).loop, arg)
+    if status == 0 and (<Task>o).value is not None:
+        status = visit(<PyObject *>(<Task>o).value, arg)
+    if status == 0 and (<Task>o).error is not None:
+        status = visit(<PyObject *>(<Task>o).error, arg)
+    if status == 0 and (<Task>o).throw_next is not None:
+        status = visit(<PyObject *>(<Task>o).throw_next, arg)
+    if status == 0 and (<Task>o).join_target is not None:
+        status = visit(<PyObject *>(<Task>o).join_target, arg)
+    if status == 0 and (<Task>o).joiners is not None:
+        status = visit(<PyObject *>(<Task>o).joiners, arg)
+    if status == 0 and (<Task>o).task_name is not None:
+        status = visit(<PyObject *>(<Task>o).task_name, arg)
+    return status
+
+
+aioc_set_traverse(Task, visit_task)
+aioc_set_traverse(FailedTask, visit_task)
+aioc_install_task_free_list(Task)
+
+
+# -- the loop's list of live tasks --------------------------------------------
+
+cdef inline void live_unlink(EventLoop loop, Task task) noexcept:
+    # The caller drops the list's reference when it is done with the task.
+    if task.prev_live is NULL:
+        loop.live_head = task.next_live
+    else:
+        (<Task>task.prev_live).next_live = task.next_live
+    if task.next_live is NULL:
+        loop.live_tail = task.prev_live
+    else:
+        (<Task>task.next_live).prev_live = task.prev_live
+    task.prev_live = task.next_live = NULL
+    loop.live_count -= 1
+
+
+cdef int live_visit(EventLoop loop, visitproc visit, void *arg) noexcept:
+    cdef PyObject *task = loop.live_head
+    cdef int status
+    while task is not NULL:
+        status = visit(task, arg)
+        if status:
+            return status
+        task = (<Task>task).next_live
+    return 0
+
+
+cdef void live_clear(EventLoop loop) noexcept:
+    # Drops the list's references without finishing the tasks: only for a
+    # loop that is garbage or being freed.
+    cdef PyObject *task
+    while loop.live_head is not NULL:
+        task = loop.live_head
+        live_unlink(loop, <Task>task)
+        Py_DECREF(<object>task)
