@@ -2,7 +2,7 @@
    io_uring backend (io_uring.pxi).
 
    Raw system calls rather than liburing: the loop needs a handful of
-   operations (poll, recv, send, accept, their cancellation, one enter per
+   operations (poll, multishot recv and accept, send, their cancellation, one enter per
    pass), liburing would have to
    be bundled into every wheel or be present on every target, and its inline
    helpers change between releases.  The ring protocol itself is the stable
@@ -304,16 +304,20 @@ static int aioc_ring_poll_remove(aioc_ring *r, uint64_t target, uint64_t user_da
     return 0;
 }
 
-/* recv(fd, <a provided buffer>, size) / send(fd, data, size, MSG_NOSIGNAL),
-   done by the kernel when the socket is ready.  The data must stay valid
-   until the completion arrives.  0, or -EBUSY if the SQ is full. */
-static int aioc_ring_recv(aioc_ring *r, int fd, unsigned size, uint64_t user_data) {
+/* recv(fd, <a provided buffer>, <its size>) each time data comes, done by
+   the kernel (IORING_RECV_MULTISHOT): one completion per buffer filled,
+   flagged IORING_CQE_F_MORE while the request stays armed.  It ends on EOF,
+   an error, a cancel, or no buffer left (-ENOBUFS).  0, or -EBUSY if the SQ
+   is full.  send(fd, data, size, MSG_NOSIGNAL) once: the data must stay
+   valid until the completion arrives. */
+static int aioc_ring_recv_multishot(aioc_ring *r, int fd, uint64_t user_data) {
     struct io_uring_sqe *sqe = aioc_ring_sqe(r);
     if (sqe == NULL)
         return -EBUSY;
     sqe->opcode = IORING_OP_RECV;
     sqe->fd = fd;
-    sqe->len = size;  /* at most: the buffer the kernel picks may be smaller */
+    sqe->len = 0;  /* a multishot recv fills whole buffers */
+    sqe->ioprio = IORING_RECV_MULTISHOT;
     sqe->flags = IOSQE_BUFFER_SELECT;
     sqe->buf_group = 0;
     sqe->user_data = user_data;
@@ -333,10 +337,13 @@ static int aioc_ring_send(aioc_ring *r, int fd, const void *data, unsigned size,
     return 0;
 }
 
-/* accept4(fd, address, length, SOCK_NONBLOCK | SOCK_CLOEXEC), done by the
-   kernel when a connection comes; `address` and `length` must stay valid
-   until the completion.  0, or -EBUSY if the SQ is full. */
-static int aioc_ring_accept(aioc_ring *r, int fd, void *address, unsigned *length, uint64_t user_data) {
+/* accept4(fd, address, length, SOCK_NONBLOCK | SOCK_CLOEXEC) each time a
+   connection comes, done by the kernel (IORING_ACCEPT_MULTISHOT): one
+   completion per connection, flagged IORING_CQE_F_MORE while the request
+   stays armed.  Every accept writes the peer's address to the same
+   `address`, which must stay valid until the last completion.  0, or -EBUSY
+   if the SQ is full. */
+static int aioc_ring_accept_multishot(aioc_ring *r, int fd, void *address, unsigned *length, uint64_t user_data) {
     struct io_uring_sqe *sqe = aioc_ring_sqe(r);
     if (sqe == NULL)
         return -EBUSY;
@@ -345,6 +352,7 @@ static int aioc_ring_accept(aioc_ring *r, int fd, void *address, unsigned *lengt
     sqe->addr = (uint64_t)(uintptr_t)address;
     sqe->addr2 = (uint64_t)(uintptr_t)length;
     sqe->accept_flags = SOCK_NONBLOCK | SOCK_CLOEXEC;
+    sqe->ioprio = IORING_ACCEPT_MULTISHOT;
     sqe->user_data = user_data;
     return 0;
 }
@@ -429,13 +437,13 @@ static int aioc_ring_poll_add(aioc_ring *r, int fd, uint32_t events, uint64_t us
 static int aioc_ring_poll_remove(aioc_ring *r, uint64_t target, uint64_t user_data) {
     (void)r; (void)target; (void)user_data; return -ENOSYS;
 }
-static int aioc_ring_recv(aioc_ring *r, int fd, unsigned size, uint64_t user_data) {
-    (void)r; (void)fd; (void)size; (void)user_data; return -ENOSYS;
+static int aioc_ring_recv_multishot(aioc_ring *r, int fd, uint64_t user_data) {
+    (void)r; (void)fd; (void)user_data; return -ENOSYS;
 }
 static int aioc_ring_provide_buffers(aioc_ring *r, unsigned count, unsigned size) {
     (void)r; (void)count; (void)size; return -ENOSYS;
 }
-static int aioc_ring_accept(aioc_ring *r, int fd, void *address, unsigned *length, uint64_t user_data) {
+static int aioc_ring_accept_multishot(aioc_ring *r, int fd, void *address, unsigned *length, uint64_t user_data) {
     (void)r; (void)fd; (void)address; (void)length; (void)user_data; return -ENOSYS;
 }
 static void aioc_ring_return_buffer(aioc_ring *r, unsigned bid) { (void)r; (void)bid; }
