@@ -598,10 +598,18 @@ def test_closing_a_listener_closes_the_connections_nobody_accepted(aio, loop, ru
     assert fds_left == 3 - 1  # the clients' own, less the listener
 
 
+def _read_twice(aio, a, b):
+    """Two reads of ``a``: from the second on, io_uring keeps a recv armed on it."""
+    for data in (b"1", b"2"):
+        b.send(data)
+        assert (yield aio.Timeout(aio.ReadEvent(a), 2.0)) == data
+
+
 def test_bytes_and_eof_that_come_while_nobody_reads_arrive_in_order(aio, loop, runner, socketpair):
     a, b = socketpair()
 
     def main():
+        yield from _read_twice(aio, a, b)
         b.send(b"first")
         got = [(yield aio.Timeout(aio.ReadEvent(a), 2.0))]
         for index in range(5):  # nobody reads: queued on io_uring
@@ -627,6 +635,7 @@ def test_bytes_queued_across_a_cancelled_reader_reach_the_next(aio, loop, runner
         return (yield aio.ReadEvent(a))
 
     def main():
+        yield from _read_twice(aio, a, b)
         b.send(b"one")
         first = yield aio.Timeout(aio.ReadEvent(a), 2.0)
         task = yield aio.Spawn(reader())
@@ -653,6 +662,7 @@ def test_a_small_read_takes_part_of_a_large_chunk_and_leaves_the_rest(aio, loop,
     payload = bytes(range(256)) * 40
 
     def main():
+        yield from _read_twice(aio, a, b)
         b.send(b"x")
         got = [(yield aio.Timeout(aio.ReadEvent(a, 1), 2.0))]
         b.sendall(payload)  # one chunk received for nobody on io_uring
@@ -674,6 +684,7 @@ def test_a_reader_asking_less_than_what_comes_gets_that_much(aio, loop, runner, 
         return (yield aio.ReadEvent(a, 3))
 
     def main():
+        yield from _read_twice(aio, a, b)
         task = yield aio.Spawn(reader())
         yield aio.Sleep(0.01)  # it waits
         b.send(b"abcdefgh")
@@ -688,6 +699,7 @@ def test_closing_a_socket_read_from_before_closes_the_file(aio, loop, runner, tc
     client, server = tcp_pair()
 
     def main():
+        yield from _read_twice(aio, server, client)
         client.send(b"ping")
         data = yield aio.Timeout(aio.ReadEvent(server), 2.0)  # a multishot recv stays armed on io_uring
         if how == "close_socket":
@@ -713,6 +725,7 @@ def test_closing_sockets_with_bytes_queued_gives_their_buffers_back(socketpair):
 
     def main():
         for a, b in pairs:
+            yield from _read_twice(_loop_c, a, b)
             b.send(b"hello")
             assert (yield _loop_c.Timeout(_loop_c.ReadEvent(a), 2.0)) == b"hello"
             b.send(b"queued")  # received for nobody, or left in the socket

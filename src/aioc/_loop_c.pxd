@@ -183,11 +183,15 @@ cdef struct UringOp:
     int fd
     bint orphaned              # cancelled: a recv's data is kept, a send's result dropped
     bint detached              # no longer its fd's op (the socket was forgotten): dropped
+    bint multishot             # recv: armed for every buffer filled (accepts always are)
     int idle_passes            # recv, accept: passes it has stayed armed without a waiter
+    bint idle_listed           # in the backend's list of ops that may have lost their waiter
+    UringOp *idle_prev
+    UringOp *idle_next
     PyObject *owner            # owned: the socket
     PyObject *event            # owned: the SendAll it sends for (its `sent` is kept up)
     PyObject *data             # owned: the bytes object a send reads, taken when it starts
-    Py_ssize_t size            # send: bytes of the data
+    Py_ssize_t size            # one-shot recv: bytes asked; send: bytes of the data
     Py_ssize_t offset          # send: where the kernel is in the data
     Py_buffer view             # send of a non-bytes buffer: held until the completion
     bint viewed
@@ -208,10 +212,14 @@ cdef class IoUringBackend(Backend):
     cdef dict stashed              # fd -> [weakref to socket, bytes received for no reader, errno after them]
     cdef list stash_readers        # fds whose reader gets stashed bytes after the next enter
     cdef dict accepted             # listener fd -> (weakref to listener, [(conn, peer) accepted for no acceptor])
-    cdef set idle_fds              # fds whose multishot op may have lost its waiter, or that hold accepted connections
+    cdef UringOp *idle_ops         # recvs and accepts that may have lost their waiter (idle_next)
+    cdef set backlog_fds           # listener fds with connections in `accepted`
+    cdef void **recv_seen          # per fd: the socket its last recv completed for (compared, never used)
+    cdef int mark_idle(self, UringOp *op) except -1
+    cdef void unlink_idle(self, UringOp *op) noexcept
     cdef int op_waited(self, EventLoop loop, UringOp *op) except -1
     cdef int check_idle(self, EventLoop loop) except -1
-    cdef int recv_deliver(self, EventLoop loop, UringOp *op, char *buffer, int res) except -1
+    cdef bint recv_deliver(self, EventLoop loop, UringOp *op, char *buffer, int res, bint waited) except -1
     cdef object accepted_peer(self, UringOp *op, int conn_fd, object conn)
     cdef int accept_deliver(self, EventLoop loop, UringOp *op, int res) except -1
     cdef object take_accepted(self, int fd, object listener)
@@ -226,7 +234,7 @@ cdef class IoUringBackend(Backend):
     cdef UringOp *new_op(self, int kind, int fd, object owner) except NULL
     cdef void free_op(self, UringOp *op) noexcept
     cdef int submit_op(self, UringOp *op) except -1
-    cdef int start_recv(self, int fd, object sock) except -1
+    cdef int start_recv(self, int fd, object sock, Py_ssize_t size) except -1
     cdef int start_send(self, EventLoop loop, SendAll event, Task task, int fd) except -1
     cdef int recv_done(self, EventLoop loop, UringOp *op, int res, uint32_t flags) except -1
     cdef int send_done(self, EventLoop loop, UringOp *op, int res) except -1

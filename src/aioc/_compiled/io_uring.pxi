@@ -26,7 +26,10 @@
 # waiter meanwhile.
 #
 # A multishot recv or accept stays armed while its socket is read from (or
-# its listener accepted from) in a loop, so that each wait costs no SQE.
+# its listener accepted from) in a loop, so that each wait costs no SQE.  A
+# socket's first read is a one-shot recv of the size asked: a connection
+# read once then closed (a request per connection) would pay a cancel and
+# its completion for a multishot one; from its second read on, multishot.
 # What it completes with no waiter is queued: received bytes in `stashed`
 # (then the error, if any), accepted connections in `accepted`, both handed
 # to the next waiter.  Both queues are bounded: past STASH_LIMIT bytes or
@@ -36,7 +39,7 @@
 #
 # An op holds its file open, and closing a socket directly tells the loop
 # nothing.  So every enter first looks at the ops that lost their waiter
-# (`idle_fds`): one whose socket was closed is cancelled there, and so is
+# (`idle_ops`): one whose socket was closed is cancelled there, and so is
 # one still without a waiter after IDLE_PASSES passes (its task went
 # elsewhere), which also bounds that looking to a few times per wait; late
 # completions are queued as above, and a waiter that comes meanwhile adopts
@@ -51,7 +54,7 @@ cdef extern from "_compiled/aioc_io_uring.h" nogil:
     int aioc_ring_enter(aioc_ring *ring, int wait, long long timeout_ns)
     int aioc_ring_poll_add(aioc_ring *ring, int fd, uint32_t events, uint64_t user_data, int multishot)
     int aioc_ring_poll_remove(aioc_ring *ring, uint64_t target, uint64_t user_data)
-    int aioc_ring_recv_multishot(aioc_ring *ring, int fd, uint64_t user_data)
+    int aioc_ring_recv(aioc_ring *ring, int fd, unsigned size, int multishot, uint64_t user_data)
     int aioc_ring_provide_buffers(aioc_ring *ring, unsigned count, unsigned size)
     void aioc_ring_return_buffer(aioc_ring *ring, unsigned bid)
     char *aioc_ring_buffer(aioc_ring *ring, unsigned bid)
@@ -129,7 +132,7 @@ cdef class IoUringBackend(Backend):
         self.stashed = {}
         self.stash_readers = []
         self.accepted = {}
-        self.idle_fds = set()
+        self.backlog_fds = set()
         cdef int rc = aioc_ring_init(&self.ring, ring_sq_entries, ring_cq_entries)
         if rc < 0:
             raise_errno(-rc)
@@ -147,6 +150,7 @@ cdef class IoUringBackend(Backend):
         PyMem_Free(self.completions)
         PyMem_Free(self.generations)
         PyMem_Free(self.ops)
+        PyMem_Free(self.recv_seen)
 
     @property
     def _overflows(self):
@@ -159,6 +163,7 @@ cdef class IoUringBackend(Backend):
         if fd < self.generations_fds:
             return 0
         cdef UringOp **ops
+        cdef void **seen
         size = max(fd + 1, self.generations_fds * 2, 64)
         generations = <uint32_t *>PyMem_Realloc(self.generations, 2 * size * sizeof(uint32_t))
         if generations is NULL:
@@ -170,6 +175,11 @@ cdef class IoUringBackend(Backend):
             raise MemoryError()
         memset(&ops[2 * self.generations_fds], 0, 2 * (size - self.generations_fds) * sizeof(UringOp *))
         self.ops = ops
+        seen = <void **>PyMem_Realloc(self.recv_seen, size * sizeof(void *))
+        if seen is NULL:
+            raise MemoryError()
+        memset(&seen[self.generations_fds], 0, (size - self.generations_fds) * sizeof(void *))
+        self.recv_seen = seen
         self.generations_fds = size
         return 0
 
@@ -261,7 +271,7 @@ cdef class IoUringBackend(Backend):
         self.cancel_bits(loop, fd, mask)
         if fd < self.generations_fds:
             if mask & READABLE and self.ops[2 * fd + KIND_READ] is not NULL:
-                self.idle_fds.add(fd)  # cancelled at the next enter unless a waiter comes back
+                self.mark_idle(self.ops[2 * fd + KIND_READ])  # its data stays for the next reader
             if mask & WRITABLE:
                 self.cancel_op(fd, KIND_WRITE, False)
         return 0
@@ -318,7 +328,7 @@ cdef class IoUringBackend(Backend):
         cdef long long ns
         cdef aioc_cqe *cqe
         if self.backlog_at == self.backlog_end:
-            if self.idle_fds:
+            if self.idle_ops is not NULL or self.backlog_fds:
                 self.check_idle(loop)
             if may_block:
                 ns = <long long>ceil(timeout * 1e9)
@@ -401,40 +411,60 @@ cdef class IoUringBackend(Backend):
             return False
         return type(<object>slot.reader_event) is (ReadEvent if op.kind == KIND_RECV else AcceptEvent)
 
+    cdef int mark_idle(self, UringOp *op) except -1:
+        """List ``op`` to be looked at before the next enter: its waiter left."""
+        if not op.idle_listed:
+            op.idle_listed = True
+            op.idle_prev = NULL
+            op.idle_next = self.idle_ops
+            if op.idle_next is not NULL:
+                op.idle_next.idle_prev = op
+            self.idle_ops = op
+        return 0
+
+    cdef void unlink_idle(self, UringOp *op) noexcept:
+        if not op.idle_listed:
+            return
+        op.idle_listed = False
+        if op.idle_prev is NULL:
+            self.idle_ops = op.idle_next
+        else:
+            op.idle_prev.idle_next = op.idle_next
+        if op.idle_next is not NULL:
+            op.idle_next.idle_prev = op.idle_prev
+
     cdef int check_idle(self, EventLoop loop) except -1:
-        """Before the enter: cancel the multishot ops whose socket was closed,
-        or that are without a waiter for IDLE_PASSES passes; close the
-        connections queued for a listener that was closed."""
-        cdef UringOp *op
+        """Before the enter: cancel the recvs and accepts whose socket was
+        closed, or that stayed without a waiter for IDLE_PASSES passes; close
+        the connections queued for a listener that was closed."""
+        cdef UringOp *op = self.idle_ops
+        cdef UringOp *following
         cdef int fd
-        cdef bint watched
-        fds, self.idle_fds = self.idle_fds, set()
-        for fd in fds:
-            if fd >= self.generations_fds:
-                continue
-            watched = False
-            op = self.ops[2 * fd + KIND_READ]
-            if op is not NULL and not op.orphaned:
-                if self.op_waited(loop, op):
-                    op.idle_passes = 0
-                elif aioc_socket_fd(<object>op.owner) != fd:  # closed directly: its file must go now
-                    if self.stashed and self.has_stash(fd, <object>op.owner):
-                        del self.stashed[fd]
-                    self.cancel_op(fd, KIND_READ, True)
-                elif op.idle_passes >= IDLE_PASSES:
-                    self.cancel_op(fd, KIND_READ, False)
-                else:
-                    op.idle_passes += 1
-                    watched = True
-            entry = self.accepted.get(fd) if self.accepted else None
-            if entry is not None:
-                listener = entry[0]() if entry[0] is not None else None
+        while op is not NULL:
+            following = op.idle_next
+            fd = op.fd
+            if op.detached or op.orphaned or self.ops[2 * fd + KIND_READ] != op:
+                self.unlink_idle(op)  # being cancelled, or replaced
+            elif self.op_waited(loop, op):
+                op.idle_passes = 0
+                self.unlink_idle(op)
+            elif aioc_socket_fd(<object>op.owner) != fd:  # closed directly: its file must go now
+                self.unlink_idle(op)
+                if self.stashed and self.has_stash(fd, <object>op.owner):
+                    del self.stashed[fd]
+                self.cancel_op(fd, KIND_READ, True)
+            elif op.idle_passes >= IDLE_PASSES:
+                self.unlink_idle(op)
+                self.cancel_op(fd, KIND_READ, False)
+            else:
+                op.idle_passes += 1
+            op = following
+        if self.backlog_fds:
+            for fd in list(self.backlog_fds):
+                entry = self.accepted.get(fd)
+                listener = entry[0]() if entry is not None and entry[0] is not None else None
                 if listener is None or aioc_socket_fd(listener) != fd:  # gone, or closed directly
                     self.drop_accepted(fd)
-                else:
-                    watched = True  # while it holds connections
-            if watched:
-                self.idle_fds.add(fd)
         return 0
 
     # -- completion I/O: recv and send done by the kernel -----------------------
@@ -456,6 +486,7 @@ cdef class IoUringBackend(Backend):
 
     cdef void free_op(self, UringOp *op) noexcept:
         # Unlinked first: a finalizer run by a drop below must find the list whole.
+        self.unlink_idle(op)
         if op.prev is NULL:
             self.live_ops = op.next
         else:
@@ -473,7 +504,7 @@ cdef class IoUringBackend(Backend):
         cdef const char *data
         cdef Py_ssize_t size
         if op.kind == KIND_RECV:
-            while aioc_ring_recv_multishot(&self.ring, op.fd, <uint64_t><size_t>op) == -EBUSY:
+            while aioc_ring_recv(&self.ring, op.fd, <unsigned>op.size, op.multishot, <uint64_t><size_t>op) == -EBUSY:
                 self.submit_now()
             return 0
         if op.kind == KIND_ACCEPT:
@@ -490,8 +521,12 @@ cdef class IoUringBackend(Backend):
             self.submit_now()
         return 0
 
-    cdef int start_recv(self, int fd, object sock) except -1:
+    cdef int start_recv(self, int fd, object sock, Py_ssize_t size) except -1:
+        """Receive for ``sock``'s reader: ``size`` bytes at most once, or, for
+        a socket read from before, every buffer the kernel fills."""
         cdef UringOp *op = self.new_op(KIND_RECV, fd, sock)
+        op.multishot = self.recv_seen[fd] == <void *>sock
+        op.size = min(size, <Py_ssize_t>READ_BUFFER_SIZE)  # at most the provided buffers' size
         try:
             self.submit_op(op)
         except BaseException:
@@ -527,10 +562,11 @@ cdef class IoUringBackend(Backend):
         return loop.enlist_io(fd, True, event, task, event.sock)
 
     cdef int recv_done(self, EventLoop loop, UringOp *op, int res, uint32_t flags) except -1:
-        """One completion of ``op``, a multishot recv: bytes, EOF or an error
-        for its reader or else queued; without IORING_CQE_F_MORE, its last."""
+        """One completion of ``op``: bytes, EOF or an error for its reader or
+        else queued; without IORING_CQE_F_MORE, its last."""
         cdef int fd = op.fd
         cdef bint more = (flags & AIOC_CQE_MORE) != 0
+        cdef bint waited
         cdef char *buffer = NULL
         if flags & AIOC_CQE_BUFFER:
             buffer = aioc_ring_buffer(&self.ring, flags >> 16)
@@ -541,15 +577,17 @@ cdef class IoUringBackend(Backend):
         try:
             if op.detached:
                 return 0  # its socket was forgotten: what came for it goes too
+            waited = self.op_waited(loop, op)
             if res != -ECANCELED and res != -ENOBUFS:  # those only end it
-                self.recv_deliver(loop, op, buffer, res)
-            if self.op_waited(loop, op):
+                self.recv_seen[fd] = <void *>op.owner  # read from: multishot from now on
+                waited = self.recv_deliver(loop, op, buffer, res, waited)
+            if waited:
                 # Ended with a reader still there: cancelled as it came back,
                 # or out of buffers (they are back by the next enter).
                 if not more and self.ops[2 * fd + KIND_READ] is NULL and not self.has_stash(fd, <object>op.owner):
-                    self.start_recv(fd, <object>op.owner)
+                    self.start_recv(fd, <object>op.owner, (<ReadEvent>loop.fds.slots[fd].reader_event)._nbytes)
             elif more:
-                self.idle_fds.add(fd)
+                self.mark_idle(op)
             return 0
         finally:
             if buffer is not NULL:  # copied out: the kernel may fill it again
@@ -557,31 +595,34 @@ cdef class IoUringBackend(Backend):
             if not more:
                 self.free_op(op)
 
-    cdef int recv_deliver(self, EventLoop loop, UringOp *op, char *buffer, int res) except -1:
+    cdef bint recv_deliver(self, EventLoop loop, UringOp *op, char *buffer, int res, bint waited) except -1:
         """Hand ``res`` (a count of bytes in ``buffer``, 0 for EOF, or -errno)
-        to ``op``'s reader, behind any bytes queued before; else queue it."""
+        to ``op``'s reader, if ``waited``, behind any bytes queued before;
+        else queue it.  Whether the reader still waits."""
         cdef int fd = op.fd
         cdef object sock = <object>op.owner
         cdef Py_ssize_t nbytes, queued
         cdef Task task
-        if self.op_waited(loop, op) and not (self.stashed and self.has_stash(fd, sock)):
+        if waited and not (self.stashed and self.has_stash(fd, sock)):
             nbytes = (<ReadEvent>loop.fds.slots[fd].reader_event)._nbytes
             task = loop.take_io_waiter(fd, False)
             if res < 0:
-                return loop.schedule_throw(task, os_error(-res))
+                loop.schedule_throw(task, os_error(-res))
+                return False
             if res > nbytes:  # a chunk larger than this read: the rest waits for the next
                 self.stash(fd, sock, PyBytes_FromStringAndSize(buffer + nbytes, res - nbytes), 0)
                 res = <int>nbytes
-            return loop.push(task, PyBytes_FromStringAndSize(buffer, res))
+            loop.push(task, PyBytes_FromStringAndSize(buffer, res))
+            return False
         if res == 0:
-            return 0  # EOF, behind the queued bytes: a recv after them finds it again
+            return waited  # EOF, behind the queued bytes: a recv after them finds it again
         if res > 0:
             queued = self.stash(fd, sock, PyBytes_FromStringAndSize(buffer, res), 0)
         else:
             queued = self.stash(fd, sock, b"", -res)
         if queued > STASH_LIMIT and self.ops[2 * fd + KIND_READ] == op:
             self.cancel_op(fd, KIND_READ, False)  # enough: the socket's buffer holds the rest
-        return 0
+        return waited
 
     cdef int send_done(self, EventLoop loop, UringOp *op, int res) except -1:
         cdef int fd = op.fd
@@ -636,8 +677,8 @@ cdef class IoUringBackend(Backend):
                 # coming back, or a connection aborted first.
                 if not more and self.ops[2 * fd + KIND_READ] is NULL and fd not in self.accepted:
                     self.start_accept(fd, <object>op.owner)
-            elif more or fd in self.accepted:
-                self.idle_fds.add(fd)
+            elif more:
+                self.mark_idle(op)
             return 0
         finally:
             if not more:
@@ -683,6 +724,7 @@ cdef class IoUringBackend(Backend):
             if entry is not None:
                 self.drop_accepted(fd)  # left by a listener closed since
             entry = self.accepted[fd] = (weak_owner(listener), [])
+            self.backlog_fds.add(fd)  # watched: closing the listener closes them
         entry[1].append((conn, peer))
         if len(entry[1]) >= ACCEPT_BACKLOG and self.ops[2 * fd + KIND_READ] == op:
             self.cancel_op(fd, KIND_READ, False)  # enough: the listen queue holds the rest
@@ -709,11 +751,13 @@ cdef class IoUringBackend(Backend):
         accepted = queued.pop(0)
         if not queued:
             del self.accepted[fd]
+            self.backlog_fds.discard(fd)
         return accepted
 
     cdef int drop_accepted(self, int fd) except -1:
         """Close the connections queued for ``fd``'s listener."""
         entry = self.accepted.pop(fd, None)
+        self.backlog_fds.discard(fd)
         if entry is not None:
             for conn, _ in entry[1]:
                 conn.close()
@@ -755,10 +799,10 @@ cdef class IoUringBackend(Backend):
             if op is not NULL and op.kind == KIND_RECV and op.owner == <PyObject *>event.sock:
                 op.orphaned = False  # its next completion is this reader's
                 return 0
-            return self.start_recv(fd, event.sock)
+            return self.start_recv(fd, event.sock, event._nbytes)
         if type(data) is not bytes:  # the error behind the bytes
             if self.ops[2 * fd + KIND_READ] is not NULL:
-                self.idle_fds.add(fd)
+                self.mark_idle(self.ops[2 * fd + KIND_READ])
             return loop.schedule_throw(loop.take_io_waiter(fd, False), data)
         room = min(event._nbytes - len(data), <Py_ssize_t>READ_BUFFER_SIZE)
         if room > 0 and self.ops[2 * fd + KIND_READ] is NULL and not self.has_stash(fd, event.sock):
@@ -766,7 +810,7 @@ cdef class IoUringBackend(Backend):
             if n > 0:
                 data += PyBytes_FromStringAndSize(loop.read_buffer, n)
         if self.ops[2 * fd + KIND_READ] is not NULL:
-            self.idle_fds.add(fd)  # unless this task comes back to read
+            self.mark_idle(self.ops[2 * fd + KIND_READ])  # unless this task comes back to read
         return loop.push(loop.take_io_waiter(fd, False), data)
 
     cdef object take_stash(self, int fd, object sock, Py_ssize_t nbytes):
@@ -814,6 +858,7 @@ cdef class IoUringBackend(Backend):
                         self.ops[2 * op.fd + (KIND_WRITE if op.kind == KIND_SEND else KIND_READ)] = NULL
                     self.free_op(op)
         self.live_ops = NULL  # what is left is leaked on purpose
+        self.idle_ops = NULL
 
 
 cdef int io_uring_errno = -1      # -1: not probed yet; 0: io_uring works
@@ -846,8 +891,8 @@ cdef int uring_accept(EventLoop loop, AcceptEvent event, Task task) except -1:
         if ring.accepted:
             accepted = ring.take_accepted(fd, listener)
             if accepted is not None:  # queued earlier: at once, no system call
-                if ring.ops[2 * fd + KIND_READ] is not NULL or fd in ring.accepted:
-                    ring.idle_fds.add(fd)  # unless this task comes back
+                if ring.ops[2 * fd + KIND_READ] is not NULL:
+                    ring.mark_idle(ring.ops[2 * fd + KIND_READ])  # unless this task comes back
                 return loop.push(task, accepted)
         op = ring.ops[2 * fd + KIND_READ]
         if op is not NULL and op.kind == KIND_ACCEPT and op.owner == <PyObject *>listener:
@@ -899,7 +944,7 @@ cdef int uring_read(EventLoop loop, ReadEvent event, Task task) except -1:
         else:
             if op is not NULL:  # another socket's, that had this number: it holds that file
                 ring.cancel_op(fd, KIND_READ, True)
-            ring.start_recv(fd, sock)
+            ring.start_recv(fd, sock, event._nbytes)
         return loop.enlist_io(fd, False, event, task, sock)
     except (KeyboardInterrupt, SystemExit):
         raise
