@@ -230,6 +230,7 @@ cdef class IoUringBackend(Backend):
     cdef int cancel_op(self, int fd, int direction, bint detach) except -1
     cdef int submit_now(self) except -1
     cdef int ensure(self, int fd) except -1
+    cdef int entered(self, int rc) except -1
     cdef int complete(self, EventLoop loop, aioc_cqe *cqe, bint may_block) except -1
     cdef UringOp *new_op(self, int kind, int fd, object owner) except NULL
     cdef void free_op(self, UringOp *op) noexcept

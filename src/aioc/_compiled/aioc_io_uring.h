@@ -111,14 +111,18 @@ static int aioc_ring_init(aioc_ring *r, unsigned sq_entries, unsigned cq_entries
        loop would do the same recv itself, not at any system call return;
        it needs SINGLE_ISSUER, and R_DISABLED leaves the choice of that
        issuer to the thread that first enters (aioc_ring_enter). */
+    /* TASKRUN_FLAG: the kernel flags the SQ ring while completions wait to be
+       posted by the next enter (aioc_ring_work_pending). */
     p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP | IORING_SETUP_SUBMIT_ALL
-        | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_R_DISABLED;
+        | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_R_DISABLED
+        | IORING_SETUP_TASKRUN_FLAG;
     p.cq_entries = cq_entries;
     r->fd = aioc_sys_setup(sq_entries, &p);
     r->disabled = r->fd >= 0;
     if (r->fd < 0 && errno == EINVAL) {
         memset(&p, 0, sizeof(p));
-        p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN;
+        p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN
+            | IORING_SETUP_TASKRUN_FLAG;
         p.cq_entries = cq_entries;
         r->fd = aioc_sys_setup(sq_entries, &p);
     }
@@ -229,6 +233,14 @@ static int aioc_ring_provide_buffers(aioc_ring *r, unsigned count, unsigned size
 /* SQEs prepared but not yet taken by the kernel. */
 static unsigned aioc_ring_unsubmitted(aioc_ring *r) {
     return r->sq_tail - __atomic_load_n(r->sq_khead, __ATOMIC_ACQUIRE);
+}
+
+/* Whether an enter has work without waiting: SQEs to submit, or completions
+   the kernel has ready to post (IORING_SQ_TASKRUN) or kept aside (a full CQ).
+   An enter may still find nothing: it is a hint, read without a system call. */
+static int aioc_ring_work_pending(aioc_ring *r) {
+    return r->sq_tail != __atomic_load_n(r->sq_khead, __ATOMIC_ACQUIRE)
+        || (__atomic_load_n(r->sq_kflags, __ATOMIC_ACQUIRE) & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)) != 0;
 }
 
 /* Make the prepared SQEs visible to the kernel (the next enter takes them). */
@@ -433,6 +445,7 @@ static int aioc_ring_init(aioc_ring *r, unsigned sq_entries, unsigned cq_entries
 }
 static void aioc_ring_exit(aioc_ring *r) { r->fd = -1; }
 static unsigned aioc_ring_unsubmitted(aioc_ring *r) { (void)r; return 0; }
+static int aioc_ring_work_pending(aioc_ring *r) { (void)r; return 0; }
 static int aioc_ring_enter(aioc_ring *r, int wait, long long timeout_ns) {
     (void)r; (void)wait; (void)timeout_ns; return -ENOSYS;
 }

@@ -1,5 +1,9 @@
 # The io_uring backend: readiness through IORING_OP_POLL_ADD, one
 # io_uring_enter per loop pass that submits what the pass prepared and waits.
+# When the pass has SQEs to submit or the kernel flags completions ready to
+# post (IORING_SQ_TASKRUN), that enter first runs without waiting and with
+# the GIL kept: on a busy loop it is all the pass needs, and it spares the
+# GIL's release and retaking; only if it brings nothing does a second one wait.
 #
 # Polls are one-shot: io_uring's multishot poll is edge-triggered, and the
 # loop is level-triggered (a reader that took part of the data must be woken
@@ -51,6 +55,7 @@ cdef extern from "_compiled/aioc_io_uring.h" nogil:
     int aioc_ring_init(aioc_ring *ring, unsigned sq_entries, unsigned cq_entries)
     void aioc_ring_exit(aioc_ring *ring)
     unsigned aioc_ring_unsubmitted(aioc_ring *ring)
+    int aioc_ring_work_pending(aioc_ring *ring)
     int aioc_ring_enter(aioc_ring *ring, int wait, long long timeout_ns)
     int aioc_ring_poll_add(aioc_ring *ring, int fd, uint32_t events, uint64_t user_data, int multishot)
     int aioc_ring_poll_remove(aioc_ring *ring, uint64_t target, uint64_t user_data)
@@ -330,21 +335,20 @@ cdef class IoUringBackend(Backend):
         if self.backlog_at == self.backlog_end:
             if self.idle_ops is not NULL or self.backlog_fds:
                 self.check_idle(loop)
-            if may_block:
+            self.backlog_at = self.backlog_end = 0
+            if not may_block or aioc_ring_work_pending(&self.ring):
+                # Requests to submit (they often complete as they are
+                # submitted) or completions the kernel has yet to post: an
+                # enter that does not wait, keeping the GIL, may be all
+                # this pass needs.
+                self.entered(aioc_ring_enter(&self.ring, 0, 0))
+                self.backlog_end = aioc_ring_reap(&self.ring, self.completions, self.ring.cq_entries, &overflowed)
+            if may_block and self.backlog_end == 0:
                 ns = <long long>ceil(timeout * 1e9)
                 with nogil:
                     rc = aioc_ring_enter(&self.ring, 1, ns)
-            else:
-                rc = aioc_ring_enter(&self.ring, 0, 0)
-            if rc == -EEXIST:
-                raise RuntimeError(IO_URING_OTHER_THREAD)
-            if rc == -EINTR:
-                PyErr_CheckSignals()  # runs Python signal handlers
-            elif rc < 0 and rc != -ETIME and rc != -EBUSY and rc != -EAGAIN:
-                # EBUSY/EAGAIN: completions must be reaped before more is taken.
-                raise_errno(-rc)
-            self.backlog_at = 0
-            self.backlog_end = aioc_ring_reap(&self.ring, self.completions, self.ring.cq_entries, &overflowed)
+                self.entered(rc)
+                self.backlog_end = aioc_ring_reap(&self.ring, self.completions, self.ring.cq_entries, &overflowed)
             # With overflowed, the kernel holds more: the next enter moves
             # them into the CQ, and finds them there without waiting.
         while self.backlog_at < self.backlog_end:
@@ -355,6 +359,17 @@ cdef class IoUringBackend(Backend):
             fds, self.stash_readers = self.stash_readers, []
             for fd in fds:
                 self.deliver_stash(loop, fd)
+        return 0
+
+    cdef int entered(self, int rc) except -1:
+        """Check what io_uring_enter returned."""
+        if rc == -EEXIST:
+            raise RuntimeError(IO_URING_OTHER_THREAD)
+        if rc == -EINTR:
+            PyErr_CheckSignals()  # runs Python signal handlers
+        elif rc < 0 and rc != -ETIME and rc != -EBUSY and rc != -EAGAIN:
+            # EBUSY/EAGAIN: completions must be reaped before more is taken.
+            raise_errno(-rc)
         return 0
 
     cdef int complete(self, EventLoop loop, aioc_cqe *cqe, bint may_block) except -1:
