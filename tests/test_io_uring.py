@@ -10,6 +10,7 @@ tests that only make sense on io_uring (its ring, its availability) say so.
 from __future__ import annotations
 
 import gc
+import os
 import resource
 import socket
 import struct
@@ -528,3 +529,254 @@ def test_a_connection_coming_as_its_acceptor_is_cancelled_reaches_the_next(aio, 
         return served
 
     assert runner.complete(main()) == [b"%d" % round for round in range(10)]
+
+
+# -- what comes while nobody waits (multishot accept and recv on io_uring) -------------------
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_connections_that_come_while_nobody_accepts_are_handed_out_in_order(aio, loop, runner, listener, sockets):
+    lsock = listener()
+
+    def main():
+        first = socket.create_connection(lsock.getsockname(), timeout=2)
+        sockets.append(first)
+        conn, peer = yield aio.Timeout(aio.AcceptEvent(lsock), 2.0)
+        sockets.append(conn)
+        assert peer == first.getsockname()
+        clients = []
+        for _ in range(5):  # nobody accepts meanwhile: queued on io_uring, in the listen queue elsewhere
+            clients.append(socket.create_connection(lsock.getsockname(), timeout=2))
+            sockets.append(clients[-1])
+            yield aio.Sleep(0.002)
+        peers = []
+        for client in clients:
+            conn, peer = yield aio.Timeout(aio.AcceptEvent(lsock), 2.0)
+            sockets.append(conn)
+            client.sendall(b"hi")
+            peers.append((peer, (yield aio.Timeout(aio.ReadEvent(conn), 2.0))))
+        return peers, [(client.getsockname(), b"hi") for client in clients]
+
+    got, expected = runner.complete(main())
+    assert got == expected
+
+
+def test_a_queued_connection_goes_to_an_accept_under_a_timeout(aio, loop, runner, listener, sockets):
+    lsock = listener()
+
+    def main():
+        sockets.append(socket.create_connection(lsock.getsockname(), timeout=2))
+        conn, _ = yield aio.Timeout(aio.AcceptEvent(lsock), 2.0)
+        sockets.append(conn)
+        client = socket.create_connection(lsock.getsockname(), timeout=2)
+        sockets.append(client)
+        yield aio.Sleep(0.02)  # accepted by the kernel for nobody on io_uring
+        conn, peer = yield aio.Timeout(aio.AcceptEvent(lsock), 2.0)
+        sockets.append(conn)
+        return peer == client.getsockname()
+
+    assert runner.complete(main()) is True
+
+
+def test_a_burst_beyond_the_accept_queue_loses_no_connection(aio, loop, runner, listener, sockets, fd_limit):
+    count = 100  # beyond io_uring's per-listener queue: the rest waits in the listen queue
+    fd_limit.at_least(3 * count + 100)
+    lsock = listener(backlog=2 * count)
+
+    def main():
+        first = socket.create_connection(lsock.getsockname(), timeout=2)
+        sockets.append(first)
+        conn, _ = yield aio.Timeout(aio.AcceptEvent(lsock), 2.0)
+        sockets.append(conn)
+        clients = []
+        for index in range(count):
+            client = socket.create_connection(lsock.getsockname(), timeout=2)
+            sockets.append(client)
+            client.sendall(b"%d" % index)
+            clients.append(client)
+            if index % 10 == 0:
+                yield aio.Sleep(0)  # passes while nobody accepts
+        yield aio.Sleep(0.02)
+        received = set()
+        for _ in range(count):
+            conn, _ = yield aio.Timeout(aio.AcceptEvent(lsock), 2.0)
+            sockets.append(conn)
+            received.add((yield aio.Timeout(aio.ReadEvent(conn), 2.0)))
+        return received
+
+    assert runner.complete(main()) == {b"%d" % index for index in range(count)}
+
+
+@pytest.mark.parametrize("how", ["close_socket", "close"])
+def test_closing_a_listener_closes_the_connections_nobody_accepted(aio, loop, runner, listener, sockets, how):
+    lsock = listener()
+
+    def main():
+        sockets.append(socket.create_connection(lsock.getsockname(), timeout=2))
+        conn, _ = yield aio.Timeout(aio.AcceptEvent(lsock), 2.0)
+        sockets.append(conn)
+        before = _open_fds()
+        clients = [socket.create_connection(lsock.getsockname(), timeout=2) for _ in range(3)]
+        sockets.extend(clients)
+        yield aio.Sleep(0.02)  # queued for nobody on io_uring
+        if how == "close_socket":
+            loop.close_socket(lsock)
+        else:
+            lsock.close()  # directly: the loop finds out at its next pass
+            yield aio.Sleep(0.01)
+        gone = []
+        for client in clients:
+            client.settimeout(2.0)
+            try:
+                gone.append(client.recv(10) == b"")
+            except ConnectionResetError:
+                gone.append(True)
+        return gone, _open_fds() - before
+
+    gone, fds_left = runner.complete(main())
+    assert gone == [True, True, True]
+    assert fds_left == 3 - 1  # the clients' own, less the listener
+
+
+def _read_twice(aio, a, b):
+    """Two reads of ``a``: from the second on, io_uring keeps a recv armed on it."""
+    for data in (b"1", b"2"):
+        b.send(data)
+        assert (yield aio.Timeout(aio.ReadEvent(a), 2.0)) == data
+
+
+def test_bytes_and_eof_that_come_while_nobody_reads_arrive_in_order(aio, loop, runner, socketpair):
+    a, b = socketpair()
+
+    def main():
+        yield from _read_twice(aio, a, b)
+        b.send(b"first")
+        got = [(yield aio.Timeout(aio.ReadEvent(a), 2.0))]
+        for index in range(5):  # nobody reads: queued on io_uring
+            b.send(b"<%d>" % index)
+            yield aio.Sleep(0.002)
+        b.close()
+        yield aio.Sleep(0.01)
+        while True:
+            data = yield aio.Timeout(aio.ReadEvent(a), 2.0)
+            got.append(data)
+            if not data:
+                return got
+
+    got = runner.complete(main())
+    assert got[0] == b"first" and got[-1] == b""
+    assert b"".join(got[1:]) == b"".join(b"<%d>" % index for index in range(5))
+
+
+def test_bytes_queued_across_a_cancelled_reader_reach_the_next(aio, loop, runner, socketpair):
+    a, b = socketpair()
+
+    def reader():
+        return (yield aio.ReadEvent(a))
+
+    def main():
+        yield from _read_twice(aio, a, b)
+        b.send(b"one")
+        first = yield aio.Timeout(aio.ReadEvent(a), 2.0)
+        task = yield aio.Spawn(reader())
+        yield aio.Sleep(0)
+        task.cancel()  # its cancel and the bytes below reach the loop together
+        b.send(b"two")
+        try:
+            yield aio.Join(task)
+        except aio.Cancelled:
+            pass
+        yield aio.Sleep(0.01)
+        b.send(b"three")
+        yield aio.Sleep(0.01)
+        rest = b""
+        while len(rest) < len(b"twothree"):
+            rest += yield aio.Timeout(aio.ReadEvent(a), 2.0)
+        return first, rest
+
+    assert runner.complete(main()) == (b"one", b"twothree")
+
+
+def test_a_small_read_takes_part_of_a_large_chunk_and_leaves_the_rest(aio, loop, runner, socketpair):
+    a, b = socketpair()
+    payload = bytes(range(256)) * 40
+
+    def main():
+        yield from _read_twice(aio, a, b)
+        b.send(b"x")
+        got = [(yield aio.Timeout(aio.ReadEvent(a, 1), 2.0))]
+        b.sendall(payload)  # one chunk received for nobody on io_uring
+        yield aio.Sleep(0.01)
+        got.append((yield aio.Timeout(aio.ReadEvent(a, 10), 2.0)))
+        rest = b""
+        while len(rest) < len(payload) - 10:
+            rest += yield aio.Timeout(aio.ReadEvent(a, 1000), 2.0)
+        got.append(rest)
+        return got
+
+    assert runner.complete(main()) == [b"x", payload[:10], payload[10:]]
+
+
+def test_a_reader_asking_less_than_what_comes_gets_that_much(aio, loop, runner, socketpair):
+    a, b = socketpair()
+
+    def reader():
+        return (yield aio.ReadEvent(a, 3))
+
+    def main():
+        yield from _read_twice(aio, a, b)
+        task = yield aio.Spawn(reader())
+        yield aio.Sleep(0.01)  # it waits
+        b.send(b"abcdefgh")
+        first = yield aio.Join(task)
+        return first, (yield aio.Timeout(aio.ReadEvent(a, 100), 2.0))
+
+    assert runner.complete(main()) == (b"abc", b"defgh")
+
+
+@pytest.mark.parametrize("how", ["close_socket", "close"])
+def test_closing_a_socket_read_from_before_closes_the_file(aio, loop, runner, tcp_pair, how):
+    client, server = tcp_pair()
+
+    def main():
+        yield from _read_twice(aio, server, client)
+        client.send(b"ping")
+        data = yield aio.Timeout(aio.ReadEvent(server), 2.0)  # a multishot recv stays armed on io_uring
+        if how == "close_socket":
+            loop.close_socket(server)
+        else:
+            server.close()  # directly: the loop finds out at its next pass
+            yield aio.Sleep(0.01)
+        client.setblocking(True)
+        return data, _peer_sees_eof(client)
+
+    assert runner.complete(main()) == (b"ping", True)
+
+
+@needs_io_uring
+def test_closing_sockets_with_bytes_queued_gives_their_buffers_back(socketpair):
+    # Two provided buffers: one kept, the next recvs would run out.
+    previous = _loop_c._set_io_uring_ring_size(64, 256, 2)
+    try:
+        loop = _loop_c.EventLoop(backend="io_uring")
+    finally:
+        _loop_c._set_io_uring_ring_size(*previous)
+    pairs = [socketpair() for _ in range(6)]
+
+    def main():
+        for a, b in pairs:
+            yield from _read_twice(_loop_c, a, b)
+            b.send(b"hello")
+            assert (yield _loop_c.Timeout(_loop_c.ReadEvent(a), 2.0)) == b"hello"
+            b.send(b"queued")  # received for nobody, or left in the socket
+            yield _loop_c.Sleep(0.002)
+            loop.close_socket(a)
+        a, b = socketpair()
+        b.send(b"still works")
+        return (yield _loop_c.Timeout(_loop_c.ReadEvent(a), 2.0))
+
+    with loop:
+        assert loop.run_until_complete(main()) == b"still works"

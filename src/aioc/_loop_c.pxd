@@ -178,17 +178,23 @@ cdef class EpollBackend(Backend):
 cdef class SelectBackend(Backend):
     pass
 
-# A recv or send the kernel does for a built-in event (io_uring only).  Its
-# address is its completion's user_data; it lives until that completion.
+# A recv, accept or send the kernel does for a built-in event (io_uring
+# only).  Its address is its completions' user_data; it lives until its last
+# completion (recv and accept are multishot: one without IORING_CQE_F_MORE).
 cdef struct UringOp:
     int kind                   # KIND_RECV, KIND_SEND or KIND_ACCEPT
     int fd
-    bint orphaned              # its waiter left: a recv's data is kept, a send's result dropped
+    bint orphaned              # cancelled: a recv's data is kept, a send's result dropped
     bint detached              # no longer its fd's op (the socket was forgotten): dropped
+    bint multishot             # recv: armed for every buffer filled (accepts always are)
+    int idle_passes            # recv, accept: passes it has stayed armed without a waiter
+    bint idle_listed           # in the backend's list of ops that may have lost their waiter
+    UringOp *idle_prev
+    UringOp *idle_next
     PyObject *owner            # owned: the socket
     PyObject *event            # owned: the SendAll it sends for (its `sent` is kept up)
     PyObject *data             # owned: the bytes object a send reads, taken when it starts
-    Py_ssize_t size            # recv: bytes asked; send: bytes of the data
+    Py_ssize_t size            # one-shot recv: bytes asked; send: bytes of the data
     Py_ssize_t offset          # send: where the kernel is in the data
     Py_buffer view             # send of a non-bytes buffer: held until the completion
     bint viewed
@@ -206,14 +212,28 @@ cdef class IoUringBackend(Backend):
     cdef UringOp **ops             # per fd and direction: its recv or send in flight
     cdef int generations_fds       # fds the arrays cover
     cdef UringOp *live_ops         # every op the kernel still owns
-    cdef dict stashed              # fd -> (weakref to socket, bytes its readers left behind)
+    cdef dict stashed              # fd -> [weakref to socket, bytes received for no reader, errno after them]
     cdef list stash_readers        # fds whose reader gets stashed bytes after the next enter
+    cdef dict accepted             # listener fd -> (weakref to listener, [(conn, peer) accepted for no acceptor])
+    cdef UringOp *idle_ops         # recvs and accepts that may have lost their waiter (idle_next)
+    cdef set backlog_fds           # listener fds with connections in `accepted`
+    cdef void **recv_seen          # per fd: the socket its last recv completed for (compared, never used)
+    cdef int mark_idle(self, UringOp *op) except -1
+    cdef void unlink_idle(self, UringOp *op) noexcept
+    cdef int op_waited(self, EventLoop loop, UringOp *op) except -1
+    cdef int check_idle(self, EventLoop loop) except -1
+    cdef bint recv_deliver(self, EventLoop loop, UringOp *op, char *buffer, int res, bint waited) except -1
+    cdef object accepted_peer(self, UringOp *op, int conn_fd, object conn)
+    cdef int accept_deliver(self, EventLoop loop, UringOp *op, int res) except -1
+    cdef object take_accepted(self, int fd, object listener)
+    cdef int drop_accepted(self, int fd) except -1
     cdef int arm(self, int fd, int kind) except -1
     cdef int cancel(self, int fd, int kind) except -1
     cdef int cancel_bits(self, EventLoop loop, int fd, uint32_t bits) except -1
     cdef int cancel_op(self, int fd, int direction, bint detach) except -1
     cdef int submit_now(self) except -1
     cdef int ensure(self, int fd) except -1
+    cdef int entered(self, int rc) except -1
     cdef int complete(self, EventLoop loop, aioc_cqe *cqe, bint may_block) except -1
     cdef uint32_t sparing_ops(self, int fd, uint32_t fault) noexcept
     cdef UringOp *new_op(self, int kind, int fd, object owner) except NULL
@@ -224,8 +244,8 @@ cdef class IoUringBackend(Backend):
     cdef int recv_done(self, EventLoop loop, UringOp *op, int res, uint32_t flags) except -1
     cdef int send_done(self, EventLoop loop, UringOp *op, int res) except -1
     cdef int start_accept(self, int fd, object listener) except -1
-    cdef int accept_done(self, EventLoop loop, UringOp *op, int res) except -1
-    cdef int stash(self, int fd, object sock, object data) except -1
+    cdef int accept_done(self, EventLoop loop, UringOp *op, int res, uint32_t flags) except -1
+    cdef Py_ssize_t stash(self, int fd, object sock, object data, int error) except -1
     cdef object take_stash(self, int fd, object sock, Py_ssize_t nbytes)
     cdef bint has_stash(self, int fd, object sock)
     cdef int deliver_stash(self, EventLoop loop, int fd) except -1

@@ -2,7 +2,7 @@
    io_uring backend (io_uring.pxi).
 
    Raw system calls rather than liburing: the loop needs a handful of
-   operations (poll, recv, send, accept, their cancellation, one enter per
+   operations (poll, multishot recv and accept, send, their cancellation, one enter per
    pass), liburing would have to
    be bundled into every wheel or be present on every target, and its inline
    helpers change between releases.  The ring protocol itself is the stable
@@ -111,14 +111,18 @@ static int aioc_ring_init(aioc_ring *r, unsigned sq_entries, unsigned cq_entries
        loop would do the same recv itself, not at any system call return;
        it needs SINGLE_ISSUER, and R_DISABLED leaves the choice of that
        issuer to the thread that first enters (aioc_ring_enter). */
+    /* TASKRUN_FLAG: the kernel flags the SQ ring while completions wait to be
+       posted by the next enter (aioc_ring_work_pending). */
     p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP | IORING_SETUP_SUBMIT_ALL
-        | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_R_DISABLED;
+        | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_R_DISABLED
+        | IORING_SETUP_TASKRUN_FLAG;
     p.cq_entries = cq_entries;
     r->fd = aioc_sys_setup(sq_entries, &p);
     r->disabled = r->fd >= 0;
     if (r->fd < 0 && errno == EINVAL) {
         memset(&p, 0, sizeof(p));
-        p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN;
+        p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN
+            | IORING_SETUP_TASKRUN_FLAG;
         p.cq_entries = cq_entries;
         r->fd = aioc_sys_setup(sq_entries, &p);
     }
@@ -231,6 +235,14 @@ static unsigned aioc_ring_unsubmitted(aioc_ring *r) {
     return r->sq_tail - __atomic_load_n(r->sq_khead, __ATOMIC_ACQUIRE);
 }
 
+/* Whether an enter has work without waiting: SQEs to submit, or completions
+   the kernel has ready to post (IORING_SQ_TASKRUN) or kept aside (a full CQ).
+   An enter may still find nothing: it is a hint, read without a system call. */
+static int aioc_ring_work_pending(aioc_ring *r) {
+    return r->sq_tail != __atomic_load_n(r->sq_khead, __ATOMIC_ACQUIRE)
+        || (__atomic_load_n(r->sq_kflags, __ATOMIC_ACQUIRE) & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)) != 0;
+}
+
 /* Make the prepared SQEs visible to the kernel (the next enter takes them). */
 static void aioc_ring_publish(aioc_ring *r) {
     __atomic_store_n(r->sq_ktail, r->sq_tail, __ATOMIC_RELEASE);
@@ -304,16 +316,25 @@ static int aioc_ring_poll_remove(aioc_ring *r, uint64_t target, uint64_t user_da
     return 0;
 }
 
-/* recv(fd, <a provided buffer>, size) / send(fd, data, size, MSG_NOSIGNAL),
-   done by the kernel when the socket is ready.  The data must stay valid
-   until the completion arrives.  0, or -EBUSY if the SQ is full. */
-static int aioc_ring_recv(aioc_ring *r, int fd, unsigned size, uint64_t user_data) {
+/* recv(fd, <a provided buffer>, size) once the socket has data, done by the
+   kernel; with `multishot` (IORING_RECV_MULTISHOT), of a whole buffer each
+   time data comes: one completion per buffer filled, flagged
+   IORING_CQE_F_MORE while the request stays armed, until EOF, an error, a
+   cancel, or no buffer left (-ENOBUFS).  send(fd, data, size, MSG_NOSIGNAL)
+   once: the data must stay valid until the completion arrives.  0, or
+   -EBUSY if the SQ is full. */
+static int aioc_ring_recv(aioc_ring *r, int fd, unsigned size, int multishot, uint64_t user_data) {
     struct io_uring_sqe *sqe = aioc_ring_sqe(r);
     if (sqe == NULL)
         return -EBUSY;
     sqe->opcode = IORING_OP_RECV;
     sqe->fd = fd;
-    sqe->len = size;  /* at most: the buffer the kernel picks may be smaller */
+    if (multishot) {
+        sqe->len = 0;  /* a multishot recv fills whole buffers */
+        sqe->ioprio = IORING_RECV_MULTISHOT;
+    } else {
+        sqe->len = size;  /* at most: the buffer the kernel picks may be smaller */
+    }
     sqe->flags = IOSQE_BUFFER_SELECT;
     sqe->buf_group = 0;
     sqe->user_data = user_data;
@@ -333,10 +354,13 @@ static int aioc_ring_send(aioc_ring *r, int fd, const void *data, unsigned size,
     return 0;
 }
 
-/* accept4(fd, address, length, SOCK_NONBLOCK | SOCK_CLOEXEC), done by the
-   kernel when a connection comes; `address` and `length` must stay valid
-   until the completion.  0, or -EBUSY if the SQ is full. */
-static int aioc_ring_accept(aioc_ring *r, int fd, void *address, unsigned *length, uint64_t user_data) {
+/* accept4(fd, address, length, SOCK_NONBLOCK | SOCK_CLOEXEC) each time a
+   connection comes, done by the kernel (IORING_ACCEPT_MULTISHOT): one
+   completion per connection, flagged IORING_CQE_F_MORE while the request
+   stays armed.  Every accept writes the peer's address to the same
+   `address`, which must stay valid until the last completion.  0, or -EBUSY
+   if the SQ is full. */
+static int aioc_ring_accept_multishot(aioc_ring *r, int fd, void *address, unsigned *length, uint64_t user_data) {
     struct io_uring_sqe *sqe = aioc_ring_sqe(r);
     if (sqe == NULL)
         return -EBUSY;
@@ -345,6 +369,7 @@ static int aioc_ring_accept(aioc_ring *r, int fd, void *address, unsigned *lengt
     sqe->addr = (uint64_t)(uintptr_t)address;
     sqe->addr2 = (uint64_t)(uintptr_t)length;
     sqe->accept_flags = SOCK_NONBLOCK | SOCK_CLOEXEC;
+    sqe->ioprio = IORING_ACCEPT_MULTISHOT;
     sqe->user_data = user_data;
     return 0;
 }
@@ -420,6 +445,7 @@ static int aioc_ring_init(aioc_ring *r, unsigned sq_entries, unsigned cq_entries
 }
 static void aioc_ring_exit(aioc_ring *r) { r->fd = -1; }
 static unsigned aioc_ring_unsubmitted(aioc_ring *r) { (void)r; return 0; }
+static int aioc_ring_work_pending(aioc_ring *r) { (void)r; return 0; }
 static int aioc_ring_enter(aioc_ring *r, int wait, long long timeout_ns) {
     (void)r; (void)wait; (void)timeout_ns; return -ENOSYS;
 }
@@ -429,13 +455,13 @@ static int aioc_ring_poll_add(aioc_ring *r, int fd, uint32_t events, uint64_t us
 static int aioc_ring_poll_remove(aioc_ring *r, uint64_t target, uint64_t user_data) {
     (void)r; (void)target; (void)user_data; return -ENOSYS;
 }
-static int aioc_ring_recv(aioc_ring *r, int fd, unsigned size, uint64_t user_data) {
-    (void)r; (void)fd; (void)size; (void)user_data; return -ENOSYS;
+static int aioc_ring_recv(aioc_ring *r, int fd, unsigned size, int multishot, uint64_t user_data) {
+    (void)r; (void)fd; (void)size; (void)multishot; (void)user_data; return -ENOSYS;
 }
 static int aioc_ring_provide_buffers(aioc_ring *r, unsigned count, unsigned size) {
     (void)r; (void)count; (void)size; return -ENOSYS;
 }
-static int aioc_ring_accept(aioc_ring *r, int fd, void *address, unsigned *length, uint64_t user_data) {
+static int aioc_ring_accept_multishot(aioc_ring *r, int fd, void *address, unsigned *length, uint64_t user_data) {
     (void)r; (void)fd; (void)address; (void)length; (void)user_data; return -ENOSYS;
 }
 static void aioc_ring_return_buffer(aioc_ring *r, unsigned bid) { (void)r; (void)bid; }

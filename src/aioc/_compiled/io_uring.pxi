@@ -1,5 +1,9 @@
 # The io_uring backend: readiness through IORING_OP_POLL_ADD, one
 # io_uring_enter per loop pass that submits what the pass prepared and waits.
+# When the pass has SQEs to submit or the kernel flags completions ready to
+# post (IORING_SQ_TASKRUN), that enter first runs without waiting and with
+# the GIL kept: on a busy loop it is all the pass needs, and it spares the
+# GIL's release and retaking; only if it brings nothing does a second one wait.
 #
 # Polls are one-shot: io_uring's multishot poll is edge-triggered, and the
 # loop is level-triggered (a reader that took part of the data must be woken
@@ -16,17 +20,34 @@
 # file would stay open (the peer would not see the close) until it fires.
 #
 # The built-in ReadEvent, AcceptEvent and SendAll skip readiness: the kernel
-# receives (IORING_OP_RECV) into a buffer it picks from a provided-buffer
-# ring only once data is there (a waiting reader holds no memory; the bytes
-# are copied out and the buffer given back at once), accepts
-# (IORING_OP_ACCEPT) for a TCP listener, and sends what a first send() left
-# (IORING_OP_SEND), holding the data.  Such an op is a UringOp, whose
-# address is its user_data (polls' tags have bit 63 set instead); it lives
-# until its completion, whatever happens to its waiter meanwhile.  A recv
-# or an accept whose waiter left is cancelled, but may still complete: a
-# waiter that comes meanwhile adopts it, received bytes nobody adopted are
-# stashed for the next reader of that socket, an accepted connection nobody
-# adopted is closed.
+# receives (multishot IORING_OP_RECV) into buffers it picks from a
+# provided-buffer ring only once data is there (a waiting reader holds no
+# memory; the bytes are copied out and the buffer given back at once),
+# accepts (multishot IORING_OP_ACCEPT) for a TCP listener, and sends what a
+# first send() left (IORING_OP_SEND), holding the data.  Such an op is a
+# UringOp, whose address is its user_data (polls' tags have bit 63 set
+# instead); it lives until its last completion, whatever happens to its
+# waiter meanwhile.
+#
+# A multishot recv or accept stays armed while its socket is read from (or
+# its listener accepted from) in a loop, so that each wait costs no SQE.  A
+# socket's first read is a one-shot recv of the size asked: a connection
+# read once then closed (a request per connection) would pay a cancel and
+# its completion for a multishot one; from its second read on, multishot.
+# What it completes with no waiter is queued: received bytes in `stashed`
+# (then the error, if any), accepted connections in `accepted`, both handed
+# to the next waiter.  Both queues are bounded: past STASH_LIMIT bytes or
+# ACCEPT_BACKLOG connections the op is cancelled and the kernel holds the
+# rest (the socket's buffer, the listen queue) until a waiter drains the
+# queue and arms it anew.
+#
+# An op holds its file open, and closing a socket directly tells the loop
+# nothing.  So every enter first looks at the ops that lost their waiter
+# (`idle_ops`): one whose socket was closed is cancelled there, and so is
+# one still without a waiter after IDLE_PASSES passes (its task went
+# elsewhere), which also bounds that looking to a few times per wait; late
+# completions are queued as above, and a waiter that comes meanwhile adopts
+# the op.  A listener found closed there has its queued connections closed.
 
 cdef extern from "_compiled/aioc_io_uring.h" nogil:
     const int AIOC_HAVE_IO_URING
@@ -34,17 +55,18 @@ cdef extern from "_compiled/aioc_io_uring.h" nogil:
     int aioc_ring_init(aioc_ring *ring, unsigned sq_entries, unsigned cq_entries)
     void aioc_ring_exit(aioc_ring *ring)
     unsigned aioc_ring_unsubmitted(aioc_ring *ring)
+    int aioc_ring_work_pending(aioc_ring *ring)
     int aioc_ring_enter(aioc_ring *ring, int wait, long long timeout_ns)
     int aioc_ring_poll_add(aioc_ring *ring, int fd, uint32_t events, uint64_t user_data, int multishot)
     int aioc_ring_poll_remove(aioc_ring *ring, uint64_t target, uint64_t user_data)
-    int aioc_ring_recv(aioc_ring *ring, int fd, unsigned size, uint64_t user_data)
+    int aioc_ring_recv(aioc_ring *ring, int fd, unsigned size, int multishot, uint64_t user_data)
     int aioc_ring_provide_buffers(aioc_ring *ring, unsigned count, unsigned size)
     void aioc_ring_return_buffer(aioc_ring *ring, unsigned bid)
     char *aioc_ring_buffer(aioc_ring *ring, unsigned bid)
     const unsigned AIOC_CQE_BUFFER
     int aioc_ring_send(aioc_ring *ring, int fd, const void *data, unsigned size, uint64_t user_data)
     int aioc_ring_cancel(aioc_ring *ring, uint64_t target, uint64_t user_data)
-    int aioc_ring_accept(aioc_ring *ring, int fd, void *address, unsigned *length, uint64_t user_data)
+    int aioc_ring_accept_multishot(aioc_ring *ring, int fd, void *address, unsigned *length, uint64_t user_data)
     int aioc_ring_cancel_all(aioc_ring *ring, uint64_t user_data)
     unsigned aioc_ring_reap(aioc_ring *ring, aioc_cqe *out, unsigned max, int *overflowed)
     int aioc_io_uring_error()
@@ -73,6 +95,9 @@ cdef enum:
     POLL_NVAL = 0x020              # POLLNVAL: the fd is not open
     MAX_SEND = 1 << 30             # bytes one SEND is given at most
     CLOSE_WAIT_NS = 1000000000     # how long closing waits for the kernel to let go of buffers
+    STASH_LIMIT = 4 * 65536        # bytes queued for no reader past which a recv is cancelled
+    ACCEPT_BACKLOG = 32            # connections queued for no acceptor past which an accept is cancelled
+    IDLE_PASSES = 16               # passes a multishot op stays armed without a waiter
 
 cdef uint64_t POLL_TAG = 1ULL << 63
 
@@ -111,6 +136,8 @@ cdef class IoUringBackend(Backend):
     def __init__(self):
         self.stashed = {}
         self.stash_readers = []
+        self.accepted = {}
+        self.backlog_fds = set()
         cdef int rc = aioc_ring_init(&self.ring, ring_sq_entries, ring_cq_entries)
         if rc < 0:
             raise_errno(-rc)
@@ -128,6 +155,7 @@ cdef class IoUringBackend(Backend):
         PyMem_Free(self.completions)
         PyMem_Free(self.generations)
         PyMem_Free(self.ops)
+        PyMem_Free(self.recv_seen)
 
     @property
     def _overflows(self):
@@ -140,6 +168,7 @@ cdef class IoUringBackend(Backend):
         if fd < self.generations_fds:
             return 0
         cdef UringOp **ops
+        cdef void **seen
         size = max(fd + 1, self.generations_fds * 2, 64)
         generations = <uint32_t *>PyMem_Realloc(self.generations, 2 * size * sizeof(uint32_t))
         if generations is NULL:
@@ -151,6 +180,11 @@ cdef class IoUringBackend(Backend):
             raise MemoryError()
         memset(&ops[2 * self.generations_fds], 0, 2 * (size - self.generations_fds) * sizeof(UringOp *))
         self.ops = ops
+        seen = <void **>PyMem_Realloc(self.recv_seen, size * sizeof(void *))
+        if seen is NULL:
+            raise MemoryError()
+        memset(&seen[self.generations_fds], 0, (size - self.generations_fds) * sizeof(void *))
+        self.recv_seen = seen
         self.generations_fds = size
         return 0
 
@@ -241,8 +275,8 @@ cdef class IoUringBackend(Backend):
         # Unlike epoll's registration, a poll left behind keeps its file open.
         self.cancel_bits(loop, fd, mask)
         if fd < self.generations_fds:
-            if mask & READABLE:
-                self.cancel_op(fd, KIND_READ, False)
+            if mask & READABLE and self.ops[2 * fd + KIND_READ] is not NULL:
+                self.mark_idle(self.ops[2 * fd + KIND_READ])  # its data stays for the next reader
             if mask & WRITABLE:
                 self.cancel_op(fd, KIND_WRITE, False)
         return 0
@@ -271,6 +305,8 @@ cdef class IoUringBackend(Backend):
             self.cancel_op(fd, KIND_READ, True)
             self.cancel_op(fd, KIND_WRITE, True)
             self.stashed.pop(fd, None)
+            if self.accepted:
+                self.drop_accepted(fd)
         if self.ring.fd >= 0 and aioc_ring_unsubmitted(&self.ring):  # the waiter's own removal, too
             rc = aioc_ring_enter(&self.ring, 0, 0)
             if rc < 0 and rc != -EINTR and rc != -EAGAIN and rc != -EBUSY:
@@ -297,21 +333,22 @@ cdef class IoUringBackend(Backend):
         cdef long long ns
         cdef aioc_cqe *cqe
         if self.backlog_at == self.backlog_end:
-            if may_block:
+            if self.idle_ops is not NULL or self.backlog_fds:
+                self.check_idle(loop)
+            self.backlog_at = self.backlog_end = 0
+            if not may_block or aioc_ring_work_pending(&self.ring):
+                # Requests to submit (they often complete as they are
+                # submitted) or completions the kernel has yet to post: an
+                # enter that does not wait, keeping the GIL, may be all
+                # this pass needs.
+                self.entered(aioc_ring_enter(&self.ring, 0, 0))
+                self.backlog_end = aioc_ring_reap(&self.ring, self.completions, self.ring.cq_entries, &overflowed)
+            if may_block and self.backlog_end == 0:
                 ns = <long long>ceil(timeout * 1e9)
                 with nogil:
                     rc = aioc_ring_enter(&self.ring, 1, ns)
-            else:
-                rc = aioc_ring_enter(&self.ring, 0, 0)
-            if rc == -EEXIST:
-                raise RuntimeError(IO_URING_OTHER_THREAD)
-            if rc == -EINTR:
-                PyErr_CheckSignals()  # runs Python signal handlers
-            elif rc < 0 and rc != -ETIME and rc != -EBUSY and rc != -EAGAIN:
-                # EBUSY/EAGAIN: completions must be reaped before more is taken.
-                raise_errno(-rc)
-            self.backlog_at = 0
-            self.backlog_end = aioc_ring_reap(&self.ring, self.completions, self.ring.cq_entries, &overflowed)
+                self.entered(rc)
+                self.backlog_end = aioc_ring_reap(&self.ring, self.completions, self.ring.cq_entries, &overflowed)
             # With overflowed, the kernel holds more: the next enter moves
             # them into the CQ, and finds them there without waiting.
         while self.backlog_at < self.backlog_end:
@@ -324,6 +361,17 @@ cdef class IoUringBackend(Backend):
                 self.deliver_stash(loop, fd)
         return 0
 
+    cdef int entered(self, int rc) except -1:
+        """Check what io_uring_enter returned."""
+        if rc == -EEXIST:
+            raise RuntimeError(IO_URING_OTHER_THREAD)
+        if rc == -EINTR:
+            PyErr_CheckSignals()  # runs Python signal handlers
+        elif rc < 0 and rc != -ETIME and rc != -EBUSY and rc != -EAGAIN:
+            # EBUSY/EAGAIN: completions must be reaped before more is taken.
+            raise_errno(-rc)
+        return 0
+
     cdef int complete(self, EventLoop loop, aioc_cqe *cqe, bint may_block) except -1:
         cdef int fd = <int><uint32_t>cqe.user_data
         cdef int kind = <int>((cqe.user_data >> 32) & 3)
@@ -333,7 +381,7 @@ cdef class IoUringBackend(Backend):
             if op.kind == KIND_RECV:
                 return self.recv_done(loop, op, cqe.res, cqe.flags)
             if op.kind == KIND_ACCEPT:
-                return self.accept_done(loop, op, cqe.res)
+                return self.accept_done(loop, op, cqe.res, cqe.flags)
             return self.send_done(loop, op, cqe.res)
         cdef uint32_t generation = <uint32_t>((cqe.user_data >> 34) & GENERATION_MASK)
         cdef int direction = KIND_WRITE if kind == KIND_WRITE else KIND_READ
@@ -380,6 +428,74 @@ cdef class IoUringBackend(Backend):
         if self.ring.fd >= 0:
             aioc_ring_exit(&self.ring)
         self.stashed.clear()
+        for fd in list(self.accepted):
+            self.drop_accepted(fd)
+        return 0
+
+    cdef int op_waited(self, EventLoop loop, UringOp *op) except -1:
+        """Whether ``op``'s fd has a waiter of the kind the op completes for, on its socket."""
+        cdef FdSlot *slot
+        if op.detached or op.fd >= loop.fds.size:
+            return False
+        slot = &loop.fds.slots[op.fd]
+        if slot.reader_task is NULL or slot.reader_owner != op.owner:
+            return False
+        return type(<object>slot.reader_event) is (ReadEvent if op.kind == KIND_RECV else AcceptEvent)
+
+    cdef int mark_idle(self, UringOp *op) except -1:
+        """List ``op`` to be looked at before the next enter: its waiter left."""
+        if not op.idle_listed:
+            op.idle_listed = True
+            op.idle_prev = NULL
+            op.idle_next = self.idle_ops
+            if op.idle_next is not NULL:
+                op.idle_next.idle_prev = op
+            self.idle_ops = op
+        return 0
+
+    cdef void unlink_idle(self, UringOp *op) noexcept:
+        if not op.idle_listed:
+            return
+        op.idle_listed = False
+        if op.idle_prev is NULL:
+            self.idle_ops = op.idle_next
+        else:
+            op.idle_prev.idle_next = op.idle_next
+        if op.idle_next is not NULL:
+            op.idle_next.idle_prev = op.idle_prev
+
+    cdef int check_idle(self, EventLoop loop) except -1:
+        """Before the enter: cancel the recvs and accepts whose socket was
+        closed, or that stayed without a waiter for IDLE_PASSES passes; close
+        the connections queued for a listener that was closed."""
+        cdef UringOp *op = self.idle_ops
+        cdef UringOp *following
+        cdef int fd
+        while op is not NULL:
+            following = op.idle_next
+            fd = op.fd
+            if op.detached or op.orphaned or self.ops[2 * fd + KIND_READ] != op:
+                self.unlink_idle(op)  # being cancelled, or replaced
+            elif self.op_waited(loop, op):
+                op.idle_passes = 0
+                self.unlink_idle(op)
+            elif aioc_socket_fd(<object>op.owner) != fd:  # closed directly: its file must go now
+                self.unlink_idle(op)
+                if self.stashed and self.has_stash(fd, <object>op.owner):
+                    del self.stashed[fd]
+                self.cancel_op(fd, KIND_READ, True)
+            elif op.idle_passes >= IDLE_PASSES:
+                self.unlink_idle(op)
+                self.cancel_op(fd, KIND_READ, False)
+            else:
+                op.idle_passes += 1
+            op = following
+        if self.backlog_fds:
+            for fd in list(self.backlog_fds):
+                entry = self.accepted.get(fd)
+                listener = entry[0]() if entry is not None and entry[0] is not None else None
+                if listener is None or aioc_socket_fd(listener) != fd:  # gone, or closed directly
+                    self.drop_accepted(fd)
         return 0
 
     # -- completion I/O: recv and send done by the kernel -----------------------
@@ -401,6 +517,7 @@ cdef class IoUringBackend(Backend):
 
     cdef void free_op(self, UringOp *op) noexcept:
         # Unlinked first: a finalizer run by a drop below must find the list whole.
+        self.unlink_idle(op)
         if op.prev is NULL:
             self.live_ops = op.next
         else:
@@ -418,12 +535,13 @@ cdef class IoUringBackend(Backend):
         cdef const char *data
         cdef Py_ssize_t size
         if op.kind == KIND_RECV:
-            while aioc_ring_recv(&self.ring, op.fd, <unsigned>op.size, <uint64_t><size_t>op) == -EBUSY:
+            while aioc_ring_recv(&self.ring, op.fd, <unsigned>op.size, op.multishot, <uint64_t><size_t>op) == -EBUSY:
                 self.submit_now()
             return 0
         if op.kind == KIND_ACCEPT:
             op.address_length = sizeof(op.address)
-            while aioc_ring_accept(&self.ring, op.fd, op.address, &op.address_length, <uint64_t><size_t>op) == -EBUSY:
+            while aioc_ring_accept_multishot(&self.ring, op.fd, op.address, &op.address_length,
+                                             <uint64_t><size_t>op) == -EBUSY:
                 self.submit_now()
             return 0
         # The op's own data and offset: fields of the event that Python code
@@ -435,8 +553,11 @@ cdef class IoUringBackend(Backend):
         return 0
 
     cdef int start_recv(self, int fd, object sock, Py_ssize_t size) except -1:
+        """Receive for ``sock``'s reader: ``size`` bytes at most once, or, for
+        a socket read from before, every buffer the kernel fills."""
         cdef UringOp *op = self.new_op(KIND_RECV, fd, sock)
-        op.size = size  # at most READ_BUFFER_SIZE, the provided buffers' size
+        op.multishot = self.recv_seen[fd] == <void *>sock
+        op.size = min(size, <Py_ssize_t>READ_BUFFER_SIZE)  # at most the provided buffers' size
         try:
             self.submit_op(op)
         except BaseException:
@@ -472,40 +593,67 @@ cdef class IoUringBackend(Backend):
         return loop.enlist_io(fd, True, event, task, event.sock)
 
     cdef int recv_done(self, EventLoop loop, UringOp *op, int res, uint32_t flags) except -1:
+        """One completion of ``op``: bytes, EOF or an error for its reader or
+        else queued; without IORING_CQE_F_MORE, its last."""
         cdef int fd = op.fd
-        cdef FdSlot *slot
-        cdef Py_ssize_t nbytes
-        cdef Task task
-        cdef object sock = <object>op.owner
+        cdef bint more = (flags & AIOC_CQE_MORE) != 0
+        cdef bint waited
         cdef char *buffer = NULL
-        slot = &loop.fds.slots[fd]
-        waited = (not op.orphaned and not op.detached and slot.reader_task is not NULL
-                  and slot.reader_owner == op.owner and type(<object>slot.reader_event) is ReadEvent)
-        if res == -ENOBUFS and waited:
-            return self.submit_op(op)  # every buffer was taken: the next enter has them back
-        if not op.detached and self.ops[2 * fd + KIND_READ] == op:
-            self.ops[2 * fd + KIND_READ] = NULL
         if flags & AIOC_CQE_BUFFER:
             buffer = aioc_ring_buffer(&self.ring, flags >> 16)
+        elif res > 0:
+            res = -ENOBUFS  # never: data comes in a provided buffer
+        if not more and not op.detached and self.ops[2 * fd + KIND_READ] == op:
+            self.ops[2 * fd + KIND_READ] = NULL
         try:
-            if not waited:
-                if res > 0 and not op.detached:  # received for a reader that left: keep it
-                    self.stash(fd, sock, PyBytes_FromStringAndSize(buffer, res))
-                return 0
-            nbytes = (<ReadEvent>slot.reader_event)._nbytes
-            if res == -ECANCELED:  # cancelled, then adopted by a new reader: receive anew
-                return self.start_recv(fd, sock, nbytes)
-            task = loop.take_io_waiter(fd, False)
-            if res < 0:
-                return loop.schedule_throw(task, os_error(-res))
-            if res > nbytes:  # an adopted recv asked for more than this reader wants
-                self.stash(fd, sock, PyBytes_FromStringAndSize(buffer + nbytes, res - nbytes))
-                res = <int>nbytes
-            return loop.push(task, PyBytes_FromStringAndSize(buffer, res))
+            if op.detached:
+                return 0  # its socket was forgotten: what came for it goes too
+            waited = self.op_waited(loop, op)
+            if res != -ECANCELED and res != -ENOBUFS:  # those only end it
+                self.recv_seen[fd] = <void *>op.owner  # read from: multishot from now on
+                waited = self.recv_deliver(loop, op, buffer, res, waited)
+            if waited:
+                # Ended with a reader still there: cancelled as it came back,
+                # or out of buffers (they are back by the next enter).
+                if not more and self.ops[2 * fd + KIND_READ] is NULL and not self.has_stash(fd, <object>op.owner):
+                    self.start_recv(fd, <object>op.owner, (<ReadEvent>loop.fds.slots[fd].reader_event)._nbytes)
+            elif more:
+                self.mark_idle(op)
+            return 0
         finally:
             if buffer is not NULL:  # copied out: the kernel may fill it again
                 aioc_ring_return_buffer(&self.ring, flags >> 16)
-            self.free_op(op)
+            if not more:
+                self.free_op(op)
+
+    cdef bint recv_deliver(self, EventLoop loop, UringOp *op, char *buffer, int res, bint waited) except -1:
+        """Hand ``res`` (a count of bytes in ``buffer``, 0 for EOF, or -errno)
+        to ``op``'s reader, if ``waited``, behind any bytes queued before;
+        else queue it.  Whether the reader still waits."""
+        cdef int fd = op.fd
+        cdef object sock = <object>op.owner
+        cdef Py_ssize_t nbytes, queued
+        cdef Task task
+        if waited and not (self.stashed and self.has_stash(fd, sock)):
+            nbytes = (<ReadEvent>loop.fds.slots[fd].reader_event)._nbytes
+            task = loop.take_io_waiter(fd, False)
+            if res < 0:
+                loop.schedule_throw(task, os_error(-res))
+                return False
+            if res > nbytes:  # a chunk larger than this read: the rest waits for the next
+                self.stash(fd, sock, PyBytes_FromStringAndSize(buffer + nbytes, res - nbytes), 0)
+                res = <int>nbytes
+            loop.push(task, PyBytes_FromStringAndSize(buffer, res))
+            return False
+        if res == 0:
+            return waited  # EOF, behind the queued bytes: a recv after them finds it again
+        if res > 0:
+            queued = self.stash(fd, sock, PyBytes_FromStringAndSize(buffer, res), 0)
+        else:
+            queued = self.stash(fd, sock, b"", -res)
+        if queued > STASH_LIMIT and self.ops[2 * fd + KIND_READ] == op:
+            self.cancel_op(fd, KIND_READ, False)  # enough: the socket's buffer holds the rest
+        return waited
 
     cdef int send_done(self, EventLoop loop, UringOp *op, int res) except -1:
         cdef int fd = op.fd
@@ -542,50 +690,121 @@ cdef class IoUringBackend(Backend):
         self.ops[2 * fd + KIND_READ] = op
         return 0
 
-    cdef int accept_done(self, EventLoop loop, UringOp *op, int res) except -1:
-        """As accept_for after accept4() returned ``res``."""
+    cdef int accept_done(self, EventLoop loop, UringOp *op, int res, uint32_t flags) except -1:
+        """One completion of ``op``, a multishot accept: a connection (or an
+        error) for its acceptor or else queued; without IORING_CQE_F_MORE, its last."""
         cdef int fd = op.fd
-        cdef FdSlot *slot = &loop.fds.slots[fd]
-        cdef Task task
-        cdef object listener = <object>op.owner
-        waited = (not op.orphaned and not op.detached and slot.reader_task is not NULL
-                  and slot.reader_owner == op.owner and type(<object>slot.reader_event) is AcceptEvent)
-        if waited and (res == -ECONNABORTED or res == -ECANCELED):
-            return self.submit_op(op)  # the peer left first, or a cancel lost to an adoption: again
-        if not op.detached and self.ops[2 * fd + KIND_READ] == op:
+        cdef bint more = (flags & AIOC_CQE_MORE) != 0
+        if not more and not op.detached and self.ops[2 * fd + KIND_READ] == op:
             self.ops[2 * fd + KIND_READ] = NULL
         try:
-            if not waited:
-                if res >= 0:  # accepted for an acceptor that left: refused, not leaked
+            if op.detached:
+                if res >= 0:  # accepted for a listener that is going: refused, not leaked
                     close_fd(res)
                 return 0
-            event = <object>slot.reader_event
+            self.accept_deliver(loop, op, res)
+            if self.op_waited(loop, op):
+                # Ended with an acceptor still there: a cancel lost to its
+                # coming back, or a connection aborted first.
+                if not more and self.ops[2 * fd + KIND_READ] is NULL and fd not in self.accepted:
+                    self.start_accept(fd, <object>op.owner)
+            elif more:
+                self.mark_idle(op)
+            return 0
+        finally:
+            if not more:
+                self.free_op(op)
+
+    cdef int accept_deliver(self, EventLoop loop, UringOp *op, int res) except -1:
+        """As accept_for after accept4() returned ``res``; a connection nobody
+        waits for (or that would overtake queued ones) is queued."""
+        cdef int fd = op.fd
+        cdef Task task
+        cdef object listener = <object>op.owner
+        cdef bint waited = self.op_waited(loop, op)
+        if res < 0:
+            if not waited or res == -ECONNABORTED or res == -ECANCELED:
+                return 0  # an error with nobody to tell meets the next acceptor again
+            event = <object>loop.fds.slots[fd].reader_event
             task = loop.take_io_waiter(fd, False)
             if res in ACCEPT_BACKOFF_ERRNOS_NEGATED:
                 accept_backoff(loop, event, task, listener, os_error(-res))
                 return 0
-            if res < 0:
-                return loop.schedule_throw(task, os_error(-res))
-            try:
-                conn = accepted_socket(listener, res)
-            except BaseException as exc:
-                close_fd(res)
-                return loop.schedule_throw(task, exc)
-            try:
-                peer = aioc_inet_address(<sockaddr_storage *>op.address)
-            except BaseException as exc:
-                conn.close()
-                return loop.schedule_throw(task, exc)
-            return loop.push(task, (conn, peer))
-        finally:
-            self.free_op(op)
-
-    cdef int stash(self, int fd, object sock, object data) except -1:
-        entry = self.stashed.get(fd)
-        if entry is not None and entry[0]() is sock:
-            data = entry[1] + data
-        self.stashed[fd] = (weak_owner(sock), data)
+            return loop.schedule_throw(task, os_error(-res))
+        try:
+            conn = accepted_socket(listener, res)
+        except BaseException as exc:
+            close_fd(res)
+            if not waited:
+                raise
+            return loop.schedule_throw(loop.take_io_waiter(fd, False), exc)
+        try:
+            peer = self.accepted_peer(op, res, conn)
+        except OSError:
+            conn.close()  # gone before it was asked where from: as ECONNABORTED
+            return 0
+        except BaseException as exc:
+            conn.close()
+            if not waited:
+                raise
+            return loop.schedule_throw(loop.take_io_waiter(fd, False), exc)
+        if waited and fd not in self.accepted:
+            return loop.push(loop.take_io_waiter(fd, False), (conn, peer))
+        entry = self.accepted.get(fd)
+        if entry is None or entry[0] is None or entry[0]() is not listener:
+            if entry is not None:
+                self.drop_accepted(fd)  # left by a listener closed since
+            entry = self.accepted[fd] = (weak_owner(listener), [])
+            self.backlog_fds.add(fd)  # watched: closing the listener closes them
+        entry[1].append((conn, peer))
+        if len(entry[1]) >= ACCEPT_BACKLOG and self.ops[2 * fd + KIND_READ] == op:
+            self.cancel_op(fd, KIND_READ, False)  # enough: the listen queue holds the rest
         return 0
+
+    cdef object accepted_peer(self, UringOp *op, int conn_fd, object conn):
+        """The peer of ``conn``: from the op's address unless a later accept of
+        the same batch wrote over it."""
+        cdef unsigned i
+        for i in range(self.backlog_at, self.backlog_end):
+            if self.completions[i].user_data == <uint64_t><size_t>op:
+                return conn.getpeername()
+        return aioc_inet_address(<sockaddr_storage *>op.address)
+
+    cdef object take_accepted(self, int fd, object listener):
+        """The first connection queued for ``listener``, or None."""
+        entry = self.accepted.get(fd)
+        if entry is None:
+            return None
+        if entry[0] is None or entry[0]() is not listener:
+            self.drop_accepted(fd)  # another listener's, that had this number
+            return None
+        queued = entry[1]
+        accepted = queued.pop(0)
+        if not queued:
+            del self.accepted[fd]
+            self.backlog_fds.discard(fd)
+        return accepted
+
+    cdef int drop_accepted(self, int fd) except -1:
+        """Close the connections queued for ``fd``'s listener."""
+        entry = self.accepted.pop(fd, None)
+        self.backlog_fds.discard(fd)
+        if entry is not None:
+            for conn, _ in entry[1]:
+                conn.close()
+        return 0
+
+    cdef Py_ssize_t stash(self, int fd, object sock, object data, int error) except -1:
+        """Queue ``data`` (then ``error``, if not 0) for ``sock``'s next reader;
+        the bytes now queued."""
+        entry = self.stashed.get(fd)
+        if entry is None or entry[0]() is not sock:
+            entry = self.stashed[fd] = [weak_owner(sock), data, error]
+        else:
+            entry[1] += data
+            if error:
+                entry[2] = error
+        return len(entry[1])
 
     cdef bint has_stash(self, int fd, object sock):
         entry = self.stashed.get(fd)
@@ -593,11 +812,13 @@ cdef class IoUringBackend(Backend):
 
     cdef int deliver_stash(self, EventLoop loop, int fd) except -1:
         """Hand ``fd``'s waiting reader its stashed bytes, with what the socket
-        holds behind them: what one recv would return on epoll at this point."""
+        holds behind them: what one recv would return on epoll at this point;
+        or the error stashed behind them."""
         cdef FdSlot *slot = &loop.fds.slots[fd]
         cdef ReadEvent event
         cdef Py_ssize_t room
         cdef ssize_t n
+        cdef UringOp *op
         if slot.reader_task is NULL or type(<object>slot.reader_event) is not ReadEvent:
             return 0  # it left: the bytes stay for the next reader
         event = <ReadEvent>slot.reader_event
@@ -605,22 +826,35 @@ cdef class IoUringBackend(Backend):
             return 0
         data = self.take_stash(fd, event.sock, event._nbytes)
         if data is None:  # gone with its socket: receive for this reader after all
+            op = self.ops[2 * fd + KIND_READ]
+            if op is not NULL and op.kind == KIND_RECV and op.owner == <PyObject *>event.sock:
+                op.orphaned = False  # its next completion is this reader's
+                return 0
             return self.start_recv(fd, event.sock, event._nbytes)
+        if type(data) is not bytes:  # the error behind the bytes
+            if self.ops[2 * fd + KIND_READ] is not NULL:
+                self.mark_idle(self.ops[2 * fd + KIND_READ])
+            return loop.schedule_throw(loop.take_io_waiter(fd, False), data)
         room = min(event._nbytes - len(data), <Py_ssize_t>READ_BUFFER_SIZE)
-        if room > 0 and self.ops[2 * fd + KIND_READ] is NULL:  # never ahead of a recv in flight
-            n = recv(fd, loop.read_buffer, room, MSG_DONTWAIT)
+        if room > 0 and self.ops[2 * fd + KIND_READ] is NULL and not self.has_stash(fd, event.sock):
+            n = recv(fd, loop.read_buffer, room, MSG_DONTWAIT)  # never ahead of a recv in flight
             if n > 0:
                 data += PyBytes_FromStringAndSize(loop.read_buffer, n)
+        if self.ops[2 * fd + KIND_READ] is not NULL:
+            self.mark_idle(self.ops[2 * fd + KIND_READ])  # unless this task comes back to read
         return loop.push(loop.take_io_waiter(fd, False), data)
 
     cdef object take_stash(self, int fd, object sock, Py_ssize_t nbytes):
-        """Up to ``nbytes`` that readers of ``sock`` left behind, or None."""
+        """Up to ``nbytes`` that came for readers of ``sock``, else the error
+        that came behind them (an OSError), or None."""
         entry = self.stashed.pop(fd, None)
         if entry is None or entry[0] is None or entry[0]() is not sock:
             return None  # none, or another socket's that had this number
         data = entry[1]
-        if len(data) > nbytes:
-            self.stashed[fd] = (entry[0], data[nbytes:])
+        if not data:
+            return os_error(entry[2]) if entry[2] else None
+        if len(data) > nbytes or entry[2]:
+            self.stashed[fd] = [entry[0], data[nbytes:], entry[2]]
             data = data[:nbytes]
         return data
 
@@ -649,12 +883,13 @@ cdef class IoUringBackend(Backend):
                 break
             n = aioc_ring_reap(&self.ring, self.completions, self.ring.cq_entries, &overflowed)
             for i in range(n):
-                if not self.completions[i].user_data & POLL_TAG:
+                if not self.completions[i].user_data & POLL_TAG and not self.completions[i].flags & AIOC_CQE_MORE:
                     op = <UringOp *><size_t>self.completions[i].user_data
                     if self.ops[2 * op.fd + (KIND_WRITE if op.kind == KIND_SEND else KIND_READ)] == op:
                         self.ops[2 * op.fd + (KIND_WRITE if op.kind == KIND_SEND else KIND_READ)] = NULL
                     self.free_op(op)
         self.live_ops = NULL  # what is left is leaked on purpose
+        self.idle_ops = NULL
 
 
 cdef int io_uring_errno = -1      # -1: not probed yet; 0: io_uring works
@@ -684,13 +919,18 @@ cdef int uring_accept(EventLoop loop, AcceptEvent event, Task task) except -1:
     try:
         ring.ensure(fd)
         loop.claim_io(fd, False)
+        if ring.accepted:
+            accepted = ring.take_accepted(fd, listener)
+            if accepted is not None:  # queued earlier: at once, no system call
+                if ring.ops[2 * fd + KIND_READ] is not NULL:
+                    ring.mark_idle(ring.ops[2 * fd + KIND_READ])  # unless this task comes back
+                return loop.push(task, accepted)
         op = ring.ops[2 * fd + KIND_READ]
         if op is not NULL and op.kind == KIND_ACCEPT and op.owner == <PyObject *>listener:
             op.orphaned = False  # an accept its last acceptor left: the connection is ours
         else:
-            if op is not NULL:
-                op.detached = True
-                ring.ops[2 * fd + KIND_READ] = NULL
+            if op is not NULL:  # another socket's, that had this number: it holds that file
+                ring.cancel_op(fd, KIND_READ, True)
             ring.start_accept(fd, listener)
         return loop.enlist_io(fd, False, event, task, listener)
     except (KeyboardInterrupt, SystemExit):
@@ -705,7 +945,7 @@ cdef inline bint uring_can_read(ReadEvent event) noexcept:
 
 
 cdef int uring_read(EventLoop loop, ReadEvent event, Task task) except -1:
-    """A ReadEvent on io_uring: the kernel receives into the read's own buffer.
+    """A ReadEvent on io_uring: the kernel receives into a provided buffer.
 
     Whichever way a ReadEvent waits (yielded, or through its _yield under a
     Timeout), it comes here: bytes stashed for its socket must come first.
@@ -723,16 +963,18 @@ cdef int uring_read(EventLoop loop, ReadEvent event, Task task) except -1:
             loop.claim_io(fd, False)
             ring.stash_readers.append(fd)
             return loop.enlist_io(fd, False, event, task, sock)
-        if event._nbytes > READ_BUFFER_SIZE:  # no buffer that large per read: readiness, then recv
+        op = ring.ops[2 * fd + KIND_READ]
+        adopt = op is not NULL and op.kind == KIND_RECV and op.owner == <PyObject *>sock
+        if event._nbytes > READ_BUFFER_SIZE and not adopt:
+            # No buffer that large per read: readiness, then recv.  (With a
+            # multishot recv armed, its next buffer: as a recv may return less.)
             return loop.wait_io(fd, False, event, task, sock)
         loop.claim_io(fd, False)
-        op = ring.ops[2 * fd + KIND_READ]
-        if op is not NULL and op.kind == KIND_RECV and op.owner == <PyObject *>sock:
-            op.orphaned = False  # a recv its last reader left: its data is ours
+        if adopt:
+            op.orphaned = False  # armed for this socket's last reader: its data is ours
         else:
-            if op is not NULL:  # another socket's, that had this number
-                op.detached = True
-                ring.ops[2 * fd + KIND_READ] = NULL
+            if op is not NULL:  # another socket's, that had this number: it holds that file
+                ring.cancel_op(fd, KIND_READ, True)
             ring.start_recv(fd, sock, event._nbytes)
         return loop.enlist_io(fd, False, event, task, sock)
     except (KeyboardInterrupt, SystemExit):
