@@ -380,6 +380,24 @@ class WaitsReadable:
         loop.reschedule(task, self.sock.recv(65536))
 
 
+def test_a_reader_that_turns_to_readiness_finds_the_next_bytes_in_the_socket(aio, loop, runner, socketpair):
+    """ReadEvents, then a reader that waits by readiness and calls recv
+    itself (as a TLS layer started on a plain connection does): the loop
+    took no bytes from the socket that nobody had asked for."""
+    a, b = socketpair()
+
+    def main():
+        got = []
+        for chunk in (b"one", b"two"):
+            b.send(chunk)
+            got.append((yield aio.Timeout(aio.ReadEvent(a), 2.0)))
+        b.send(b"three")
+        got.append((yield aio.Timeout(WaitsReadable(a), 2.0)))
+        return got
+
+    assert runner.complete(main()) == [b"one", b"two", b"three"]
+
+
 def test_readers_waiting_beside_sends_in_flight_leave_the_sends_alone(aio, loop, runner, socketpair):
     """Both ends send 4 MiB while they read, one end's reader waiting by
     readiness: every byte arrives once and in order.  (On io_uring a send

@@ -180,14 +180,13 @@ cdef class SelectBackend(Backend):
 
 # A recv, accept or send the kernel does for a built-in event (io_uring
 # only).  Its address is its completions' user_data; it lives until its last
-# completion (recv and accept are multishot: one without IORING_CQE_F_MORE).
+# completion (an accept is multishot: its last comes without IORING_CQE_F_MORE).
 cdef struct UringOp:
     int kind                   # KIND_RECV, KIND_SEND or KIND_ACCEPT
     int fd
     bint orphaned              # cancelled: a recv's data is kept, a send's result dropped
     bint detached              # no longer its fd's op (the socket was forgotten): dropped
-    bint multishot             # recv: armed for every buffer filled (accepts always are)
-    int idle_passes            # recv, accept: passes it has stayed armed without a waiter
+    int idle_passes            # accept: passes it has stayed armed without a waiter
     bint idle_listed           # in the backend's list of ops that may have lost their waiter
     UringOp *idle_prev
     UringOp *idle_next
@@ -215,9 +214,8 @@ cdef class IoUringBackend(Backend):
     cdef dict stashed              # fd -> [weakref to socket, bytes received for no reader, errno after them]
     cdef list stash_readers        # fds whose reader gets stashed bytes after the next enter
     cdef dict accepted             # listener fd -> (weakref to listener, [(conn, peer) accepted for no acceptor])
-    cdef UringOp *idle_ops         # recvs and accepts that may have lost their waiter (idle_next)
+    cdef UringOp *idle_ops         # accepts that may have lost their waiter (idle_next)
     cdef set backlog_fds           # listener fds with connections in `accepted`
-    cdef void **recv_seen          # per fd: the socket its last recv completed for (compared, never used)
     cdef int mark_idle(self, UringOp *op) except -1
     cdef void unlink_idle(self, UringOp *op) noexcept
     cdef int op_waited(self, EventLoop loop, UringOp *op) except -1

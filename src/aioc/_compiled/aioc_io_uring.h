@@ -2,8 +2,8 @@
    io_uring backend (io_uring.pxi).
 
    Raw system calls rather than liburing: the loop needs a handful of
-   operations (poll, multishot recv and accept, send, their cancellation, one enter per
-   pass), liburing would have to
+   operations (poll, recv, multishot accept, send, their cancellation, one
+   enter per pass), liburing would have to
    be bundled into every wheel or be present on every target, and its inline
    helpers change between releases.  The ring protocol itself is the stable
    kernel ABI of <linux/io_uring.h>.
@@ -317,24 +317,15 @@ static int aioc_ring_poll_remove(aioc_ring *r, uint64_t target, uint64_t user_da
 }
 
 /* recv(fd, <a provided buffer>, size) once the socket has data, done by the
-   kernel; with `multishot` (IORING_RECV_MULTISHOT), of a whole buffer each
-   time data comes: one completion per buffer filled, flagged
-   IORING_CQE_F_MORE while the request stays armed, until EOF, an error, a
-   cancel, or no buffer left (-ENOBUFS).  send(fd, data, size, MSG_NOSIGNAL)
-   once: the data must stay valid until the completion arrives.  0, or
-   -EBUSY if the SQ is full. */
-static int aioc_ring_recv(aioc_ring *r, int fd, unsigned size, int multishot, uint64_t user_data) {
+   kernel.  send(fd, data, size, MSG_NOSIGNAL) once: the data must stay valid
+   until the completion arrives.  0, or -EBUSY if the SQ is full. */
+static int aioc_ring_recv(aioc_ring *r, int fd, unsigned size, uint64_t user_data) {
     struct io_uring_sqe *sqe = aioc_ring_sqe(r);
     if (sqe == NULL)
         return -EBUSY;
     sqe->opcode = IORING_OP_RECV;
     sqe->fd = fd;
-    if (multishot) {
-        sqe->len = 0;  /* a multishot recv fills whole buffers */
-        sqe->ioprio = IORING_RECV_MULTISHOT;
-    } else {
-        sqe->len = size;  /* at most: the buffer the kernel picks may be smaller */
-    }
+    sqe->len = size;  /* at most: the buffer the kernel picks may be smaller */
     sqe->flags = IOSQE_BUFFER_SELECT;
     sqe->buf_group = 0;
     sqe->user_data = user_data;
@@ -455,8 +446,8 @@ static int aioc_ring_poll_add(aioc_ring *r, int fd, uint32_t events, uint64_t us
 static int aioc_ring_poll_remove(aioc_ring *r, uint64_t target, uint64_t user_data) {
     (void)r; (void)target; (void)user_data; return -ENOSYS;
 }
-static int aioc_ring_recv(aioc_ring *r, int fd, unsigned size, int multishot, uint64_t user_data) {
-    (void)r; (void)fd; (void)size; (void)multishot; (void)user_data; return -ENOSYS;
+static int aioc_ring_recv(aioc_ring *r, int fd, unsigned size, uint64_t user_data) {
+    (void)r; (void)fd; (void)size; (void)user_data; return -ENOSYS;
 }
 static int aioc_ring_provide_buffers(aioc_ring *r, unsigned count, unsigned size) {
     (void)r; (void)count; (void)size; return -ENOSYS;

@@ -20,34 +20,36 @@
 # file would stay open (the peer would not see the close) until it fires.
 #
 # The built-in ReadEvent, AcceptEvent and SendAll skip readiness: the kernel
-# receives (multishot IORING_OP_RECV) into buffers it picks from a
-# provided-buffer ring only once data is there (a waiting reader holds no
-# memory; the bytes are copied out and the buffer given back at once),
-# accepts (multishot IORING_OP_ACCEPT) for a TCP listener, and sends what a
-# first send() left (IORING_OP_SEND), holding the data.  Such an op is a
-# UringOp, whose address is its user_data (polls' tags have bit 63 set
-# instead); it lives until its last completion, whatever happens to its
-# waiter meanwhile.
+# receives (IORING_OP_RECV) into a buffer it picks from a provided-buffer
+# ring only once data is there (a waiting reader holds no memory; the bytes
+# are copied out and the buffer given back at once), accepts (multishot
+# IORING_OP_ACCEPT) for a TCP listener, and sends what a first send() left
+# (IORING_OP_SEND), holding the data.  Such an op is a UringOp, whose
+# address is its user_data (polls' tags have bit 63 set instead); it lives
+# until its last completion, whatever happens to its waiter meanwhile.
 #
-# A multishot recv or accept stays armed while its socket is read from (or
-# its listener accepted from) in a loop, so that each wait costs no SQE.  A
-# socket's first read is a one-shot recv of the size asked: a connection
-# read once then closed (a request per connection) would pay a cancel and
-# its completion for a multishot one; from its second read on, multishot.
-# What it completes with no waiter is queued: received bytes in `stashed`
-# (then the error, if any), accepted connections in `accepted`, both handed
-# to the next waiter.  Both queues are bounded: past STASH_LIMIT bytes or
-# ACCEPT_BACKLOG connections the op is cancelled and the kernel holds the
-# rest (the socket's buffer, the listen queue) until a waiter drains the
-# queue and arms it anew.
+# A recv is one-shot, armed only while a ReadEvent waits: bytes are taken
+# from the socket only for a reader that asked, so a reader that waits by
+# readiness (a custom event, a TLS layer) finds the next bytes in the
+# socket, where its own recv looks.  A multishot recv would take them into
+# the loop's queue, out of that reader's sight, and measured no faster.
+# Only a recv whose reader was cancelled while the kernel had it armed can
+# bring bytes nobody waits for: they are kept in `stashed` for the next
+# ReadEvent.
 #
-# An op holds its file open, and closing a socket directly tells the loop
-# nothing.  So every enter first looks at the ops that lost their waiter
-# (`idle_ops`): one whose socket was closed is cancelled there, and so is
-# one still without a waiter after IDLE_PASSES passes (its task went
-# elsewhere), which also bounds that looking to a few times per wait; late
-# completions are queued as above, and a waiter that comes meanwhile adopts
-# the op.  A listener found closed there has its queued connections closed.
+# A multishot accept stays armed while its listener is accepted from in a
+# loop, so that each wait costs no SQE.  Connections it completes with no
+# waiter are queued in `accepted` for the next AcceptEvent; past
+# ACCEPT_BACKLOG of them the accept is cancelled and the kernel's listen
+# queue holds the rest until a waiter drains the queue and arms it anew.
+# An accept holds its listener's file open, and closing a socket directly
+# tells the loop nothing.  So every enter first looks at the accepts that
+# lost their waiter (`idle_ops`): one whose listener was closed is
+# cancelled there, and so is one still without a waiter after IDLE_PASSES
+# passes (its task went elsewhere), which also bounds that looking to a few
+# times per wait; late completions are queued as above, and a waiter that
+# comes meanwhile adopts the op.  A listener found closed there has its
+# queued connections closed.
 
 cdef extern from "_compiled/aioc_io_uring.h" nogil:
     const int AIOC_HAVE_IO_URING
@@ -59,7 +61,7 @@ cdef extern from "_compiled/aioc_io_uring.h" nogil:
     int aioc_ring_enter(aioc_ring *ring, int wait, long long timeout_ns)
     int aioc_ring_poll_add(aioc_ring *ring, int fd, uint32_t events, uint64_t user_data, int multishot)
     int aioc_ring_poll_remove(aioc_ring *ring, uint64_t target, uint64_t user_data)
-    int aioc_ring_recv(aioc_ring *ring, int fd, unsigned size, int multishot, uint64_t user_data)
+    int aioc_ring_recv(aioc_ring *ring, int fd, unsigned size, uint64_t user_data)
     int aioc_ring_provide_buffers(aioc_ring *ring, unsigned count, unsigned size)
     void aioc_ring_return_buffer(aioc_ring *ring, unsigned bid)
     char *aioc_ring_buffer(aioc_ring *ring, unsigned bid)
@@ -95,7 +97,6 @@ cdef enum:
     POLL_NVAL = 0x020              # POLLNVAL: the fd is not open
     MAX_SEND = 1 << 30             # bytes one SEND is given at most
     CLOSE_WAIT_NS = 1000000000     # how long closing waits for the kernel to let go of buffers
-    STASH_LIMIT = 4 * 65536        # bytes queued for no reader past which a recv is cancelled
     ACCEPT_BACKLOG = 32            # connections queued for no acceptor past which an accept is cancelled
     IDLE_PASSES = 16               # passes a multishot op stays armed without a waiter
 
@@ -155,7 +156,6 @@ cdef class IoUringBackend(Backend):
         PyMem_Free(self.completions)
         PyMem_Free(self.generations)
         PyMem_Free(self.ops)
-        PyMem_Free(self.recv_seen)
 
     @property
     def _overflows(self):
@@ -168,7 +168,6 @@ cdef class IoUringBackend(Backend):
         if fd < self.generations_fds:
             return 0
         cdef UringOp **ops
-        cdef void **seen
         size = max(fd + 1, self.generations_fds * 2, 64)
         generations = <uint32_t *>PyMem_Realloc(self.generations, 2 * size * sizeof(uint32_t))
         if generations is NULL:
@@ -180,11 +179,6 @@ cdef class IoUringBackend(Backend):
             raise MemoryError()
         memset(&ops[2 * self.generations_fds], 0, 2 * (size - self.generations_fds) * sizeof(UringOp *))
         self.ops = ops
-        seen = <void **>PyMem_Realloc(self.recv_seen, size * sizeof(void *))
-        if seen is NULL:
-            raise MemoryError()
-        memset(&seen[self.generations_fds], 0, (size - self.generations_fds) * sizeof(void *))
-        self.recv_seen = seen
         self.generations_fds = size
         return 0
 
@@ -465,9 +459,9 @@ cdef class IoUringBackend(Backend):
             op.idle_next.idle_prev = op.idle_prev
 
     cdef int check_idle(self, EventLoop loop) except -1:
-        """Before the enter: cancel the recvs and accepts whose socket was
-        closed, or that stayed without a waiter for IDLE_PASSES passes; close
-        the connections queued for a listener that was closed."""
+        """Before the enter: cancel the accepts whose listener was closed, or
+        that stayed without a waiter for IDLE_PASSES passes; close the
+        connections queued for a listener that was closed."""
         cdef UringOp *op = self.idle_ops
         cdef UringOp *following
         cdef int fd
@@ -481,8 +475,6 @@ cdef class IoUringBackend(Backend):
                 self.unlink_idle(op)
             elif aioc_socket_fd(<object>op.owner) != fd:  # closed directly: its file must go now
                 self.unlink_idle(op)
-                if self.stashed and self.has_stash(fd, <object>op.owner):
-                    del self.stashed[fd]
                 self.cancel_op(fd, KIND_READ, True)
             elif op.idle_passes >= IDLE_PASSES:
                 self.unlink_idle(op)
@@ -535,7 +527,7 @@ cdef class IoUringBackend(Backend):
         cdef const char *data
         cdef Py_ssize_t size
         if op.kind == KIND_RECV:
-            while aioc_ring_recv(&self.ring, op.fd, <unsigned>op.size, op.multishot, <uint64_t><size_t>op) == -EBUSY:
+            while aioc_ring_recv(&self.ring, op.fd, <unsigned>op.size, <uint64_t><size_t>op) == -EBUSY:
                 self.submit_now()
             return 0
         if op.kind == KIND_ACCEPT:
@@ -553,10 +545,8 @@ cdef class IoUringBackend(Backend):
         return 0
 
     cdef int start_recv(self, int fd, object sock, Py_ssize_t size) except -1:
-        """Receive for ``sock``'s reader: ``size`` bytes at most once, or, for
-        a socket read from before, every buffer the kernel fills."""
+        """Receive ``size`` bytes at most, once, for ``sock``'s reader."""
         cdef UringOp *op = self.new_op(KIND_RECV, fd, sock)
-        op.multishot = self.recv_seen[fd] == <void *>sock
         op.size = min(size, <Py_ssize_t>READ_BUFFER_SIZE)  # at most the provided buffers' size
         try:
             self.submit_op(op)
@@ -593,38 +583,33 @@ cdef class IoUringBackend(Backend):
         return loop.enlist_io(fd, True, event, task, event.sock)
 
     cdef int recv_done(self, EventLoop loop, UringOp *op, int res, uint32_t flags) except -1:
-        """One completion of ``op``: bytes, EOF or an error for its reader or
-        else queued; without IORING_CQE_F_MORE, its last."""
+        """The completion of ``op``: bytes, EOF or an error for its reader or
+        else queued."""
         cdef int fd = op.fd
-        cdef bint more = (flags & AIOC_CQE_MORE) != 0
         cdef bint waited
         cdef char *buffer = NULL
         if flags & AIOC_CQE_BUFFER:
             buffer = aioc_ring_buffer(&self.ring, flags >> 16)
         elif res > 0:
             res = -ENOBUFS  # never: data comes in a provided buffer
-        if not more and not op.detached and self.ops[2 * fd + KIND_READ] == op:
+        if not op.detached and self.ops[2 * fd + KIND_READ] == op:
             self.ops[2 * fd + KIND_READ] = NULL
         try:
             if op.detached:
                 return 0  # its socket was forgotten: what came for it goes too
             waited = self.op_waited(loop, op)
             if res != -ECANCELED and res != -ENOBUFS:  # those only end it
-                self.recv_seen[fd] = <void *>op.owner  # read from: multishot from now on
                 waited = self.recv_deliver(loop, op, buffer, res, waited)
             if waited:
                 # Ended with a reader still there: cancelled as it came back,
                 # or out of buffers (they are back by the next enter).
-                if not more and self.ops[2 * fd + KIND_READ] is NULL and not self.has_stash(fd, <object>op.owner):
+                if self.ops[2 * fd + KIND_READ] is NULL and not self.has_stash(fd, <object>op.owner):
                     self.start_recv(fd, <object>op.owner, (<ReadEvent>loop.fds.slots[fd].reader_event)._nbytes)
-            elif more:
-                self.mark_idle(op)
             return 0
         finally:
             if buffer is not NULL:  # copied out: the kernel may fill it again
                 aioc_ring_return_buffer(&self.ring, flags >> 16)
-            if not more:
-                self.free_op(op)
+            self.free_op(op)
 
     cdef bint recv_deliver(self, EventLoop loop, UringOp *op, char *buffer, int res, bint waited) except -1:
         """Hand ``res`` (a count of bytes in ``buffer``, 0 for EOF, or -errno)
@@ -648,11 +633,9 @@ cdef class IoUringBackend(Backend):
         if res == 0:
             return waited  # EOF, behind the queued bytes: a recv after them finds it again
         if res > 0:
-            queued = self.stash(fd, sock, PyBytes_FromStringAndSize(buffer, res), 0)
+            self.stash(fd, sock, PyBytes_FromStringAndSize(buffer, res), 0)
         else:
-            queued = self.stash(fd, sock, b"", -res)
-        if queued > STASH_LIMIT and self.ops[2 * fd + KIND_READ] == op:
-            self.cancel_op(fd, KIND_READ, False)  # enough: the socket's buffer holds the rest
+            self.stash(fd, sock, b"", -res)
         return waited
 
     cdef int send_done(self, EventLoop loop, UringOp *op, int res) except -1:
@@ -967,7 +950,8 @@ cdef int uring_read(EventLoop loop, ReadEvent event, Task task) except -1:
         adopt = op is not NULL and op.kind == KIND_RECV and op.owner == <PyObject *>sock
         if event._nbytes > READ_BUFFER_SIZE and not adopt:
             # No buffer that large per read: readiness, then recv.  (With a
-            # multishot recv armed, its next buffer: as a recv may return less.)
+            # cancelled reader's recv still armed, that recv: as a recv may
+            # return less.)
             return loop.wait_io(fd, False, event, task, sock)
         loop.claim_io(fd, False)
         if adopt:
