@@ -45,7 +45,7 @@ from aioc import sync as _sync
 from aioc import streams as _streams
 from aioc._interrupts import InterruptGuard
 from aioc._introspect import TaskStack, check_name, coroutine_frames, default_name, where
-from aioc._io_epoll import fileno_of, weak_owner
+from aioc._io_epoll import fileno_of
 from aioc._loop_py import check_deadline, check_fd, default_exception_handler, is_stale, not_an_event, logger
 from aioc.events import (
     Cancelled,

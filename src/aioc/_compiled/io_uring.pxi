@@ -249,7 +249,7 @@ cdef class IoUringBackend(Backend):
                 old_owner == <PyObject *>owner or fileno_of(<object>old_owner) == fd)
             if not same_file:
                 self.cancel_bits(loop, fd, READABLE | WRITABLE)
-        ref = weak_owner(owner)
+        ref = owner_ref(owner)
         slot = &loop.fds.slots[fd]  # fileno_of() ran Python code: look again
         if mask & READABLE and not slot.registered & READABLE:
             self.arm(fd, KIND_READ)
@@ -737,7 +737,7 @@ cdef class IoUringBackend(Backend):
         if entry is None or entry[0] is None or entry[0]() is not listener:
             if entry is not None:
                 self.drop_accepted(fd)  # left by a listener closed since
-            entry = self.accepted[fd] = (weak_owner(listener), [])
+            entry = self.accepted[fd] = (owner_ref(listener), [])
             self.backlog_fds.add(fd)  # watched: closing the listener closes them
         entry[1].append((conn, peer))
         if len(entry[1]) >= ACCEPT_BACKLOG and self.ops[2 * fd + KIND_READ] == op:
@@ -782,7 +782,7 @@ cdef class IoUringBackend(Backend):
         the bytes now queued."""
         entry = self.stashed.get(fd)
         if entry is None or entry[0]() is not sock:
-            entry = self.stashed[fd] = [weak_owner(sock), data, error]
+            entry = self.stashed[fd] = [owner_ref(sock), data, error]
         else:
             entry[1] += data
             if error:
