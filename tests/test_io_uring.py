@@ -16,6 +16,7 @@ import socket
 import struct
 import sys
 import threading
+import time
 
 import pytest
 
@@ -195,22 +196,33 @@ def test_io_uring_is_offered_last_never_by_default():
 
 @needs_io_uring
 def test_another_thread_wakes_an_io_uring_loop():
+    """A task handed over from another thread runs while the loop is blocked
+    in io_uring_enter on a long sleep, not when that sleep ends."""
     done = []
+    running = threading.Event()
 
     def job():
         done.append(True)
+        loop.stop()
         yield from ()
 
     def idle():
-        yield _loop_c.Sleep(5)
+        running.set()
+        yield _loop_c.Sleep(30)
+
+    def wake():
+        running.wait(10)
+        time.sleep(0.05)  # most likely blocked by now; if not, the wake-up is still pending
+        loop.call_soon_threadsafe(job())
 
     with _loop_c.EventLoop(backend="io_uring") as loop:
-        loop.call_soon(idle())
-        waker = threading.Timer(0.05, lambda: (loop.call_soon_threadsafe(job()), loop.stop()))
+        sleeper = loop.call_soon(idle())
+        waker = threading.Thread(target=wake)
         waker.start()
         loop.run_forever()
         waker.join()
-    assert done == [True]
+        assert done == [True]
+        assert not sleeper.done()  # woken, not timed out
 
 
 REFUSED = """
