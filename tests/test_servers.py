@@ -141,16 +141,18 @@ def test_serve_unix_replaces_a_stale_socket_file_but_not_other_files(loop, runne
     assert other.read_text() == "keep me"
 
 
-def test_serve_tcp_binds_host_and_port_itself(loop, runner):
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"], ids=["address", "name"])
+def test_serve_tcp_binds_host_and_port_itself(loop, runner, host):
+    """An address binds at once; a name is resolved in a worker thread."""
     probe = aioc.tcp_listener("127.0.0.1", 0)
     port = probe.getsockname()[1]
     probe.close()
 
     def main() -> Any:
-        server = yield aioc.Spawn(aioc.serve_tcp(echo_lines, "127.0.0.1", port))
+        server = yield aioc.Spawn(aioc.serve_tcp(echo_lines, host, port))
         for _ in range(200):
             try:
-                stream = yield from aioc.open_tcp("127.0.0.1", port)
+                stream = yield from aioc.open_tcp(host, port)
                 break
             except ConnectionRefusedError:
                 yield aioc.Sleep(0.01)
@@ -497,27 +499,6 @@ def test_reuse_port_lets_two_servers_share_a_port(loop, runner):
         return reply, both_running
 
     assert runner.complete(main()) == (b"either\n", True)
-
-
-def test_serve_tcp_resolves_a_host_name(loop, runner):
-    probe = aioc.tcp_listener("127.0.0.1", 0)
-    port = probe.getsockname()[1]
-    probe.close()
-
-    def main() -> Any:
-        server = yield aioc.Spawn(aioc.serve_tcp(echo_lines, "localhost", port))  # resolved in a worker thread
-        for _ in range(200):
-            try:
-                stream = yield from aioc.open_tcp("localhost", port)
-                break
-            except ConnectionRefusedError:
-                yield aioc.Sleep(0.01)
-        reply = yield from talk(stream, b"by name\n")
-        yield from stream.close()
-        yield from stop(server)
-        return reply
-
-    assert runner.complete(main()) == b"by name\n"
 
 
 def test_fifty_tls_clients_at_once(loop, runner, server_context, client_context):
