@@ -44,6 +44,7 @@ from ._constants import ACCEPT_BACKOFF_ERRNOS
 from .events import Event, accept_backoff
 from .streams import CloseSocket, Stream
 from .sync import Semaphore
+from .taskgroups import CurrentTask, TaskSlot, WaitFinished
 from .threads import getaddrinfo
 from .tls import DEFAULT_HANDSHAKE_TIMEOUT, handshake, new_stream
 
@@ -222,33 +223,6 @@ def _resolve_and_listen(host: str | None, port: int, backlog: int, reuse_port: b
     return _listen(family, address, backlog, reuse_port)
 
 
-class _Here(Event):
-    """Resumes with the loop that runs the task."""
-
-    __slots__ = ()
-
-    def _yield(self, loop: Any, task: Any) -> None:
-        loop.reschedule(task, loop)
-
-    def _resume(self, loop: Any, task: Any) -> None:
-        raise NotImplementedError
-
-
-class _WaitFinished(Event):
-    """Waits until the task ``target`` has finished, without taking its outcome."""
-
-    __slots__ = ("target",)
-
-    def __init__(self, target: Any) -> None:
-        self.target = target
-
-    def _yield(self, loop: Any, task: Any) -> None:
-        loop.wait_task(self.target, self, task)
-
-    def _resume(self, loop: Any, task: Any) -> None:
-        loop.reschedule(task, None)
-
-
 class _Accept(Event):
     """Accepts a connection on the listening socket into ``connections.accepted``.
 
@@ -309,7 +283,7 @@ class _Connections:
         while self.live:
             task = next(iter(self.live))
             try:
-                yield _WaitFinished(task)
+                yield WaitFinished(task)
             except GeneratorExit:
                 raise
             except BaseException as exc:
@@ -341,7 +315,7 @@ def _serve(
         _check_server_context(context)
         if listener.getblocking():
             listener.setblocking(False)
-        loop = yield _Here()
+        loop, _ = yield CurrentTask()
         connections = _Connections(loop, max_connections)
         permits = connections.permits
         accept = _Accept(listener, connections)
@@ -360,7 +334,7 @@ def _serve(
                 raise
             conn, address = connections.accepted.pop()
             _no_delay(conn)
-            slot = _Slot()
+            slot = TaskSlot()
             serving = _serve_connection(conn, address, handler, context, handshake_timeout, connections, slot)
             next(serving)  # into its try: a cancel before its first step still runs its cleanup
             task = loop.call_soon(serving)
@@ -380,15 +354,6 @@ def _serve(
                 yield from connections.cancel_all()
 
 
-class _Slot:
-    """The Task a connection runs in, known once the loop has made it."""
-
-    __slots__ = ("task",)
-
-    def __init__(self) -> None:
-        self.task: Any = None
-
-
 @types.coroutine
 def _serve_connection(
     conn: socket.socket,
@@ -397,7 +362,7 @@ def _serve_connection(
     context: _ssl.SSLContext | None,
     handshake_timeout: float | None,
     connections: _Connections,
-    slot: _Slot,
+    slot: TaskSlot,
 ) -> Generator[Any, Any, None]:
     stream: Stream | None = None
     loop_closing = False

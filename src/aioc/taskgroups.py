@@ -27,7 +27,7 @@ runs) that tells the group when its coroutine fails, so that the siblings are
 cancelled the moment a failure happens, even while the owner is busy or other
 children are blocked on I/O.  The owner waits for its children through
 ``loop.wait_task``, a wait the loop owns: a cancel or a deadline of the owner
-then removes that wait cleanly (see ``_WaitFor`` for why not ``park``).
+then removes that wait cleanly (see ``WaitFinished`` for why not ``park``).
 """
 
 from __future__ import annotations
@@ -113,13 +113,15 @@ class _StartChild(Event):
         raise NotImplementedError
 
 
-class _WaitFor(Event):
-    """Wait until the child ``target`` has finished (without taking its result).
+class WaitFinished(Event):
+    """Wait until the task ``target`` has finished (without taking its outcome).
+
+    Shared with :mod:`aioc.servers`, which waits for its handlers the same way.
 
     A wait the loop owns, not a park: if the waiting task is cancelled or
     its deadline passes, the loop removes the wait itself, and the group
     keeps no waiting list of its own.  ``registered`` tells whether the wait
-    reached the loop at all (a child that joins its own group is refused).
+    reached the loop at all (a task that waits for itself is refused).
     """
 
     __slots__ = ("target", "registered")
@@ -138,8 +140,8 @@ class _WaitFor(Event):
         loop.reschedule(task, None)
 
 
-class _CurrentTask(Event):
-    """Resumes with ``(loop, task)``: who runs the ``async with`` body."""
+class CurrentTask(Event):
+    """Resumes with ``(loop, task)``: the loop and the task that yields it."""
 
     __slots__ = ()
 
@@ -150,8 +152,9 @@ class _CurrentTask(Event):
         raise NotImplementedError
 
 
-class _Slot:
-    """The Task a supervisor runs in, filled in once the loop has made it."""
+class TaskSlot:
+    """The Task a coroutine runs in, filled in once the loop has made it
+    (a group's supervisor, a server's connection handler)."""
 
     __slots__ = ("task",)
 
@@ -233,7 +236,7 @@ class TaskGroup:
         elif loop is not self._loop:
             _discard(coro)
             raise ValueError("this task group belongs to another loop")
-        slot = _Slot()
+        slot = TaskSlot()
         child = loop.call_soon(self._supervise(coro, slot))
         slot.task = child
         child.name = default_name(coro)  # named after what it runs, not the supervisor
@@ -243,7 +246,7 @@ class TaskGroup:
         return child
 
     @types.coroutine
-    def _supervise(self, coro: Any, slot: _Slot) -> Generator[Any, Any, Any]:
+    def _supervise(self, coro: Any, slot: TaskSlot) -> Generator[Any, Any, Any]:
         """Run one child's coroutine; a failure stops its siblings at once."""
         try:
             return (yield from coro)
@@ -290,7 +293,7 @@ class TaskGroup:
             child = self._first_unfinished()
             if child is None:
                 return interruption
-            wait = _WaitFor(child)
+            wait = WaitFinished(child)
             try:
                 yield wait
             except GeneratorExit:
@@ -355,7 +358,7 @@ class TaskGroup:
     def _enter(self) -> Generator[Any, Any, TaskGroup]:
         if self._state != _OPEN or self._body is not None:
             raise RuntimeError("a task group can be entered once, before it is joined")
-        loop, task = yield _CurrentTask()
+        loop, task = yield CurrentTask()
         if self._loop is None:
             self._loop = loop
         self._body = task
