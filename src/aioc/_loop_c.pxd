@@ -243,7 +243,7 @@ cdef class IoUringBackend(Backend):
     cdef int send_done(self, EventLoop loop, UringOp *op, int res) except -1
     cdef int start_accept(self, int fd, object listener) except -1
     cdef int accept_done(self, EventLoop loop, UringOp *op, int res, uint32_t flags) except -1
-    cdef Py_ssize_t stash(self, int fd, object sock, object data, int error) except -1
+    cdef int stash(self, int fd, object sock, object data, int error) except -1
     cdef object take_stash(self, int fd, object sock, Py_ssize_t nbytes)
     cdef bint has_stash(self, int fd, object sock)
     cdef int deliver_stash(self, EventLoop loop, int fd) except -1

@@ -617,7 +617,7 @@ cdef class IoUringBackend(Backend):
         else queue it.  Whether the reader still waits."""
         cdef int fd = op.fd
         cdef object sock = <object>op.owner
-        cdef Py_ssize_t nbytes, queued
+        cdef Py_ssize_t nbytes
         cdef Task task
         if waited and not (self.stashed and self.has_stash(fd, sock)):
             nbytes = (<ReadEvent>loop.fds.slots[fd].reader_event)._nbytes
@@ -777,9 +777,8 @@ cdef class IoUringBackend(Backend):
                 conn.close()
         return 0
 
-    cdef Py_ssize_t stash(self, int fd, object sock, object data, int error) except -1:
-        """Queue ``data`` (then ``error``, if not 0) for ``sock``'s next reader;
-        the bytes now queued."""
+    cdef int stash(self, int fd, object sock, object data, int error) except -1:
+        """Queue ``data`` (then ``error``, if not 0) for ``sock``'s next reader."""
         entry = self.stashed.get(fd)
         if entry is None or entry[0]() is not sock:
             entry = self.stashed[fd] = [owner_ref(sock), data, error]
@@ -787,7 +786,7 @@ cdef class IoUringBackend(Backend):
             entry[1] += data
             if error:
                 entry[2] = error
-        return len(entry[1])
+        return 0
 
     cdef bint has_stash(self, int fd, object sock):
         entry = self.stashed.get(fd)
